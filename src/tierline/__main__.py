@@ -1,0 +1,7 @@
+"""``python -m tierline``."""
+
+import sys
+
+from tierline.cli import main
+
+sys.exit(main())

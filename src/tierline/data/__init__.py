@@ -1,0 +1,1 @@
+"""The Parquet data layer: schemas, catalog, validation, importers, ingest, sample data."""
