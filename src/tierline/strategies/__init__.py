@@ -1,0 +1,1 @@
+"""Built-in strategies (see each module for its exact rules)."""

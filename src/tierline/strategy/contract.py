@@ -1,0 +1,392 @@
+"""The strategy contract: written once, run unchanged by every tier.
+
+A strategy is a name, a parameter space (grid values and Optuna distributions, with
+constraints such as ``fast < slow``), a warm-up length as a function of its parameters, and one
+vectorised signal function::
+
+    signals(bars: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame
+
+``bars`` has the columns ``date`` (bar OPEN time, tz-aware UTC), ``open``, ``high``, ``low``,
+``close``, ``volume`` (float64) in time order; its index is arbitrary (freqtrade passes a
+RangeIndex). The function must use the columns only, positionally, and return a frame with the
+same index and length holding boolean ``enter_long`` and ``exit_long`` columns. A signal at bar
+t means "decided on bar t's close"; every engine fills it at bar t+1's open.
+
+Strategies are declared with the `strategy` decorator::
+
+    @strategy(
+        name="sma_cross",
+        params=[Int("fast", 5, 50, step=5, default=10), Int("slow", 20, 200, step=10, default=50)],
+        constraints=[Constraint("fast < slow", lambda p: p["fast"] < p["slow"])],
+        warmup=lambda p: p["slow"] + 1,
+    )
+    def sma_cross(bars, p):
+        ...
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tierline.errors import ConfigError, EngineError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import optuna
+    import pandas as pd
+
+__all__ = [
+    "SIGNAL_COLUMNS",
+    "Choice",
+    "Constraint",
+    "Float",
+    "Int",
+    "Param",
+    "Signals",
+    "Strategy",
+    "format_params",
+    "parse_params",
+    "strategy",
+]
+
+#: Signal column names (freqtrade's); the short side will use enter_short / exit_short.
+SIGNAL_COLUMNS = ("enter_long", "exit_long")
+#: Input columns a signal function may read.
+BAR_COLUMNS = ("date", "open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int:
+    """An integer parameter: Optuna samples ``low..high`` by ``step``; the grid is the same
+    range unless ``grid`` lists values."""
+
+    name: str
+    low: int
+    high: int
+    step: int = 1
+    default: int
+    grid: tuple[int, ...] | None = None
+
+    def __init__(
+        self,
+        name: str,
+        low: int,
+        high: int,
+        *,
+        step: int = 1,
+        default: int,
+        grid: Sequence[int] | None = None,
+    ) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "low", int(low))
+        object.__setattr__(self, "high", int(high))
+        object.__setattr__(self, "step", int(step))
+        object.__setattr__(self, "default", int(default))
+        object.__setattr__(self, "grid", tuple(int(v) for v in grid) if grid else None)
+        if low > high or step <= 0:
+            raise ConfigError(f"parameter {name!r}: need low <= high and step > 0")
+
+    def values(self) -> tuple[int, ...]:
+        """Return the grid values."""
+        return self.grid or tuple(range(self.low, self.high + 1, self.step))
+
+    def coerce(self, value: Any) -> int:
+        """Return ``value`` as an int within bounds, or raise ConfigError."""
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"parameter {self.name!r}: {value!r} is not an integer") from None
+        if not f.is_integer():
+            raise ConfigError(f"parameter {self.name!r}: {value!r} is not an integer")
+        v = int(f)
+        if not self.low <= v <= self.high:
+            raise ConfigError(
+                f"parameter {self.name!r}: {v} is outside its range [{self.low}, {self.high}]"
+            )
+        return v
+
+    def suggest(self, trial: optuna.Trial) -> int:
+        """Sample the parameter in an Optuna trial."""
+        return trial.suggest_int(self.name, self.low, self.high, step=self.step)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Float:
+    """A float parameter: Optuna samples ``[low, high]`` (log scale if ``log``); the grid is
+    ``grid`` or ``low..high`` by ``step``."""
+
+    name: str
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+    default: float
+    grid: tuple[float, ...] | None = None
+
+    def __init__(
+        self,
+        name: str,
+        low: float,
+        high: float,
+        *,
+        default: float,
+        step: float | None = None,
+        log: bool = False,
+        grid: Sequence[float] | None = None,
+    ) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "low", float(low))
+        object.__setattr__(self, "high", float(high))
+        object.__setattr__(self, "step", step)
+        object.__setattr__(self, "log", log)
+        object.__setattr__(self, "default", float(default))
+        object.__setattr__(self, "grid", tuple(float(v) for v in grid) if grid else None)
+        if low > high:
+            raise ConfigError(f"parameter {name!r}: need low <= high")
+        if grid is None and step is None:
+            raise ConfigError(f"parameter {name!r}: a float parameter needs a step or a grid")
+
+    def values(self) -> tuple[float, ...]:
+        """Return the grid values."""
+        if self.grid:
+            return self.grid
+        assert self.step is not None
+        n = math.floor((self.high - self.low) / self.step + 1e-9)
+        return tuple(round(self.low + i * self.step, 12) for i in range(n + 1))
+
+    def coerce(self, value: Any) -> float:
+        """Return ``value`` as a float within bounds, or raise ConfigError."""
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"parameter {self.name!r}: {value!r} is not a number") from None
+        if not self.low <= v <= self.high:
+            raise ConfigError(
+                f"parameter {self.name!r}: {v} is outside its range [{self.low}, {self.high}]"
+            )
+        return v
+
+    def suggest(self, trial: optuna.Trial) -> float:
+        """Sample the parameter in an Optuna trial."""
+        if self.step is not None and not self.log:
+            return trial.suggest_float(self.name, self.low, self.high, step=self.step)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    """A categorical parameter."""
+
+    name: str
+    choices: tuple[Any, ...]
+    default: Any
+
+    def __init__(self, name: str, choices: Sequence[Any], *, default: Any) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "choices", tuple(choices))
+        object.__setattr__(self, "default", default)
+        if default not in self.choices:
+            raise ConfigError(f"parameter {name!r}: default {default!r} not among its choices")
+
+    def values(self) -> tuple[Any, ...]:
+        """Return the grid values."""
+        return self.choices
+
+    def coerce(self, value: Any) -> Any:
+        """Return ``value`` if it is one of the choices (string forms accepted)."""
+        for c in self.choices:
+            if value == c or str(value) == str(c):
+                return c
+        raise ConfigError(f"parameter {self.name!r}: {value!r} is not one of {self.choices}")
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """Sample the parameter in an Optuna trial."""
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+
+Param = Int | Float | Choice
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A cross-parameter rule such as ``fast < slow``: a description and a predicate."""
+
+    description: str
+    check: Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signals:
+    """Signals of one strategy run as NumPy boolean arrays aligned to the bars."""
+
+    enter_long: np.ndarray
+    exit_long: np.ndarray
+
+
+@dataclass(frozen=True, kw_only=True)
+class Strategy:
+    """A strategy: name, parameter space, warm-up rule and signal function.
+
+    Use the `strategy` decorator to make one.
+    """
+
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    constraints: tuple[Constraint, ...] = ()
+    warmup_fn: Callable[[Mapping[str, Any]], int]
+    signal_fn: Callable[[pd.DataFrame, Mapping[str, Any]], pd.DataFrame]
+    source: str = field(default="", compare=False)
+
+    # --------------------------------------------------------------- parameters
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Return the default parameters."""
+        return {p.name: p.default for p in self.params}
+
+    def validate_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Return complete, typed parameters: defaults filled in, bounds and constraints checked.
+
+        Raises
+        ------
+        ConfigError
+            If a name is unknown, a value is out of range or a constraint fails.
+        """
+        params = dict(params or {})
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"strategy {self.name!r} has no parameter(s) {unknown}; its parameters are "
+                f"{list(known)}"
+            )
+        out = {
+            name: p.coerce(params[name]) if name in params else p.default
+            for name, p in known.items()
+        }
+        for c in self.constraints:
+            if not c.check(out):
+                raise ConfigError(
+                    f"strategy {self.name!r}: parameters {format_params(out)} break the "
+                    f"constraint {c.description}"
+                )
+        return out
+
+    def is_valid(self, params: Mapping[str, Any]) -> bool:
+        """Return whether ``params`` satisfy every constraint."""
+        return all(c.check(params) for c in self.constraints)
+
+    def grid(self) -> Iterator[dict[str, Any]]:
+        """Yield every grid combination that satisfies the constraints."""
+        names = [p.name for p in self.params]
+        for combo in itertools.product(*(p.values() for p in self.params)):
+            params = dict(zip(names, combo, strict=True))
+            if self.is_valid(params):
+                yield params
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any] | None:
+        """Sample parameters in an Optuna trial; None when they break a constraint."""
+        params = {p.name: p.suggest(trial) for p in self.params}
+        return params if self.is_valid(params) else None
+
+    def warmup(self, params: Mapping[str, Any]) -> int:
+        """Return the number of bars before the first bar that can carry a signal."""
+        return int(self.warmup_fn(params))
+
+    # --------------------------------------------------------------- signals
+    def signals(self, bars: pd.DataFrame, params: Mapping[str, Any]) -> Signals:
+        """Run the signal function and check its output.
+
+        Raises
+        ------
+        EngineError
+            If the function raises, or returns the wrong shape, columns or types; the message
+            names the strategy and parameters.
+        """
+        import numpy as np
+
+        try:
+            out = self.signal_fn(bars, params)
+        except Exception as e:
+            raise EngineError(
+                f"strategy {self.name!r} raised {type(e).__name__}: {e} "
+                f"(params {format_params(params)}, {len(bars)} bars)"
+            ) from e
+        missing = [c for c in SIGNAL_COLUMNS if c not in getattr(out, "columns", ())]
+        if missing:
+            raise EngineError(
+                f"strategy {self.name!r} returned no column(s) {missing}; a signal function "
+                "returns a DataFrame with boolean enter_long and exit_long"
+            )
+        if len(out) != len(bars):
+            raise EngineError(
+                f"strategy {self.name!r} returned {len(out)} rows for {len(bars)} bars"
+            )
+        arrays = {}
+        for c in SIGNAL_COLUMNS:
+            col = out[c]
+            if col.isna().any():
+                col = col.astype("boolean").fillna(False)
+            arrays[c] = np.asarray(col, dtype=bool)
+        return Signals(enter_long=arrays["enter_long"], exit_long=arrays["exit_long"])
+
+
+def strategy(
+    *,
+    name: str,
+    params: Sequence[Param],
+    warmup: Callable[[Mapping[str, Any]], int],
+    constraints: Sequence[Constraint] = (),
+    description: str | None = None,
+) -> Callable[[Callable[..., pd.DataFrame]], Strategy]:
+    """Declare a strategy from its signal function (see the module docstring)."""
+
+    def wrap(fn: Callable[..., pd.DataFrame]) -> Strategy:
+        names = [p.name for p in params]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"strategy {name!r}: duplicate parameter names {names}")
+        doc = description or (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        s = Strategy(
+            name=name,
+            description=doc,
+            params=tuple(params),
+            constraints=tuple(constraints),
+            warmup_fn=warmup,
+            signal_fn=fn,
+            source=getattr(fn, "__module__", ""),
+        )
+        s.validate_params(s.defaults)
+        return s
+
+    return wrap
+
+
+def parse_params(text: str | None) -> dict[str, str]:
+    """Parse ``fast=10,slow=50`` into ``{"fast": "10", "slow": "50"}`` (values typed later).
+
+    Raises
+    ------
+    ConfigError
+        If an item is not ``name=value``.
+    """
+    if not text:
+        return {}
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"--params item {item!r} is not name=value (e.g. fast=10,slow=50)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    """Return ``fast=10,slow=50`` for a parameter mapping (stable order)."""
+    return ",".join(f"{k}={v}" for k, v in params.items())
