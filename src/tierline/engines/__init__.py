@@ -1,0 +1,109 @@
+"""Engine adapters and the dispatcher that picks one by name.
+
+Each adapter module (``tierline.engines.<engine>``; the reference engine lives in
+``tierline.core.reference``) exposes ``run(strategy, bars, params, config) -> BacktestResult``.
+Adapters are imported inside `run_backtest`'s branch only, so importing this package loads no
+engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tierline.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from tierline.core.conventions import ExecutionConfig
+    from tierline.core.result import BacktestResult
+    from tierline.strategy.contract import Strategy
+
+__all__ = ["ENGINES", "available_engines", "engine_module", "run_backtest"]
+
+#: Engine names `run_backtest` accepts.
+ENGINES: tuple[str, ...] = ("reference", "vectorbt", "nautilus", "freqtrade")
+
+
+def engine_module(engine: str) -> str:
+    """Return the module that implements ``engine``.
+
+    Raises
+    ------
+    ConfigError
+        If the name is not one of `ENGINES`.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+    return "tierline.core.reference" if engine == "reference" else f"tierline.engines.{engine}"
+
+
+def run_backtest(
+    engine: str,
+    strategy: Strategy,
+    bars: pl.DataFrame,
+    params: Mapping[str, Any],
+    config: ExecutionConfig,
+) -> BacktestResult:
+    """Run one backtest on the named engine.
+
+    Parameters
+    ----------
+    engine
+        One of `ENGINES`.
+    strategy
+        The strategy to run.
+    bars
+        Catalog OHLCV bars (``ts`` = bar open, UTC ns; ``open, high, low, close, volume``).
+    params
+        Strategy parameters; defaults are filled in and bounds and constraints checked here.
+    config
+        Execution conventions (fee, initial cash, stake).
+
+    Returns
+    -------
+    BacktestResult
+        The engine's trades table and equity curve in the common shape.
+
+    Raises
+    ------
+    ConfigError
+        If the engine is unknown or not built yet, or the parameters are invalid.
+    DataError
+        If ``bars`` is empty.
+    EngineError
+        If the engine or the strategy fails.
+    """
+    name = engine_module(engine)
+    checked = strategy.validate_params(params)
+    if bars.is_empty():
+        raise DataError(f"no bars to backtest {strategy.name!r} on")
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise
+        raise ConfigError(
+            f"engine {engine!r} is not built yet (no module {name}); available: "
+            f"{', '.join(available_engines())}"
+        ) from None
+    result: BacktestResult = module.run(strategy, bars, checked, config)
+    return result
+
+
+def available_engines() -> list[str]:
+    """Return the engines whose adapter module exists (without importing it)."""
+    import importlib.util
+
+    out = []
+    for engine in ENGINES:
+        name = engine_module(engine)
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            out.append(engine)
+    return out
