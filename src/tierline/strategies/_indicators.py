@@ -1,0 +1,68 @@
+"""Window-pure indicators for the built-in strategies.
+
+Every value at bar t is a function of the values in its window only, computed in the same
+order of floating-point operations wherever the window sits in the array. So the value is
+bit-identical whether computed on the full history or on only the last few bars ending at t,
+which is what lets NautilusTrader call a signal function per bar on a rolling window and
+still agree with vectorbt. Running sums, ``cumsum``, ``ewm`` and pandas ``rolling().mean()``
+do not have this property.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["shift", "window_max", "window_mean", "window_min", "window_sum"]
+
+
+def window_sum(x: np.ndarray, n: int) -> np.ndarray:
+    """Return the sum of the last ``n`` values at each position (NaN before ``n`` values).
+
+    The sum at ``t`` is ``((x[t-n+1] + x[t-n+2]) + ...) + x[t]``, added left to right, so it
+    depends on the window's values only, never on where the array starts.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    m = len(x) - n + 1
+    if n < 1 or m <= 0:
+        return out
+    acc = x[:m].copy()
+    for k in range(1, n):
+        acc += x[k : k + m]
+    out[n - 1 :] = acc
+    return out
+
+
+def window_mean(x: np.ndarray, n: int) -> np.ndarray:
+    """Return the arithmetic mean of the last ``n`` values (`window_sum` / n; NaN before n)."""
+    return window_sum(x, n) / n
+
+
+def window_max(x: np.ndarray, n: int) -> np.ndarray:
+    """Return the maximum of the last ``n`` values at each position (NaN before ``n`` values)."""
+    return _window_reduce(x, n, np.max)
+
+
+def window_min(x: np.ndarray, n: int) -> np.ndarray:
+    """Return the minimum of the last ``n`` values at each position (NaN before ``n`` values)."""
+    return _window_reduce(x, n, np.min)
+
+
+def shift(x: np.ndarray, k: int = 1) -> np.ndarray:
+    """Return ``x`` delayed by ``k >= 0`` positions (the value of bar t-k at t; NaN first)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    if k < len(x):
+        out[k:] = x[: len(x) - k]
+    return out
+
+
+def _window_reduce(x: np.ndarray, n: int, fn: object) -> np.ndarray:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    if n < 1 or len(x) < n:
+        return out
+    out[n - 1 :] = fn(sliding_window_view(x, n), axis=1)  # type: ignore[operator]
+    return out

@@ -1,0 +1,60 @@
+"""Donchian channel breakout: buy a close above the recent high, sell a close below the low.
+
+Rules, at bar t (decided on bar t's close, filled at bar t+1's open):
+
+- ``upper[t]`` = the highest high of the ``entry`` bars before t (bars ``t-entry .. t-1``,
+  bar t excluded); ``lower[t]`` = the lowest low of the ``exit`` bars before t.
+- ``enter_long[t]``: ``close[t] > upper[t]``. ``exit_long[t]``: ``close[t] < lower[t]``.
+  Both cannot hold on one bar (both channels contain bar t-1, whose high >= low).
+- Warm-up: the signal at t reads bars ``t-max(entry, exit) .. t``, so
+  ``warmup = max(entry, exit) + 1`` bars (t included); the first bar that can carry an entry
+  signal is bar index ``entry`` and an exit signal bar index ``exit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tierline.strategies._indicators import shift, window_max, window_min
+from tierline.strategy.contract import Int, strategy
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["donchian_breakout"]
+
+
+@strategy(
+    name="donchian_breakout",
+    params=[
+        Int("entry", 10, 100, step=5, default=20),
+        Int("exit", 5, 50, step=5, default=10),
+    ],
+    warmup=lambda p: max(p["entry"], p["exit"]) + 1,
+)
+def donchian_breakout(bars: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
+    """Enter on a close above the prior ``entry``-bar high; exit below the ``exit``-bar low.
+
+    Parameters
+    ----------
+    bars
+        Bars in the contract's signal-function layout.
+    p
+        ``entry`` and ``exit`` channel lengths in bars.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Boolean ``enter_long`` and ``exit_long``, indexed like ``bars``.
+    """
+    import pandas as pd
+
+    close = bars["close"].to_numpy(dtype=np.float64)
+    upper = shift(window_max(bars["high"].to_numpy(dtype=np.float64), int(p["entry"])))
+    lower = shift(window_min(bars["low"].to_numpy(dtype=np.float64), int(p["exit"])))
+    enter = close > upper
+    exit_ = close < lower
+    return pd.DataFrame({"enter_long": enter, "exit_long": exit_}, index=bars.index)

@@ -1,0 +1,68 @@
+"""SMA crossover: long while the fast simple moving average is above the slow one.
+
+Rules, at bar t (decided on bar t's close, filled at bar t+1's open):
+
+- ``SMA_n[t]`` is the arithmetic mean of the closes of bars ``t-n+1 .. t``; it is undefined
+  (no signal) before ``n`` bars.
+- ``enter_long[t]``: ``SMA_fast[t] > SMA_slow[t]`` and ``SMA_fast[t-1] <= SMA_slow[t-1]``
+  (the fast average crosses above the slow one).
+- ``exit_long[t]``: ``SMA_fast[t] < SMA_slow[t]`` and ``SMA_fast[t-1] >= SMA_slow[t-1]``
+  (the opposite cross).
+- Warm-up: the signal at t reads the closes of bars ``t-slow .. t``, so ``warmup = slow + 1``
+  bars (t included); the first bar that can carry a signal is bar index ``slow`` (0-based),
+  i.e. ``slow`` bars come before it.
+
+The averages are window-pure (see `tierline.strategies._indicators`): bit-identical on the
+full history and on the last ``warmup`` bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tierline.strategies._indicators import shift, window_mean
+from tierline.strategy.contract import Constraint, Int, strategy
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["sma_cross"]
+
+
+@strategy(
+    name="sma_cross",
+    params=[
+        Int("fast", 5, 50, step=5, default=10),
+        Int("slow", 20, 200, step=10, default=50),
+    ],
+    constraints=[Constraint("fast < slow", lambda p: p["fast"] < p["slow"])],
+    warmup=lambda p: p["slow"] + 1,
+)
+def sma_cross(bars: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
+    """Enter when SMA(fast) crosses above SMA(slow) of the close; exit on the cross below.
+
+    Parameters
+    ----------
+    bars
+        Bars in the contract's signal-function layout.
+    p
+        ``fast`` and ``slow`` window lengths in bars (``fast < slow``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Boolean ``enter_long`` and ``exit_long``, indexed like ``bars``.
+    """
+    import pandas as pd
+
+    close = bars["close"].to_numpy(dtype=np.float64)
+    fast = window_mean(close, int(p["fast"]))
+    slow = window_mean(close, int(p["slow"]))
+    fast_prev, slow_prev = shift(fast), shift(slow)
+    # Comparisons with NaN are False: no signal before both averages exist at t-1 and t.
+    enter = (fast > slow) & (fast_prev <= slow_prev)
+    exit_ = (fast < slow) & (fast_prev >= slow_prev)
+    return pd.DataFrame({"enter_long": enter, "exit_long": exit_}, index=bars.index)
