@@ -55,6 +55,14 @@ def register(sub: Any) -> None:
     ing.add_argument("--since", required=True, help="first bar (ISO date/datetime, UTC)")
     ing.add_argument("--until", help="stop before this time (default: now)")
     ing.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ing.add_argument(
+        "--api-url",
+        default=None,
+        help=(
+            "send the exchange's API requests to this base URL instead (a mirror, a proxy or a "
+            "local replay server, e.g. http://127.0.0.1:8000); default $TIERLINE_CCXT_API_URL"
+        ),
+    )
     ing.set_defaults(func=_cmd_ingest)
 
     smp = s.add_parser(
@@ -113,8 +121,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     cat = _catalog()
     symbol = normalize_symbol(args.symbol)
     opts = ImportOptions(timeframe=args.timeframe, ts_is_close=args.ts_is_close, symbol=symbol)
-    for path in args.paths:
-        fmt, got = load(path, args.fmt, opts)
+    for path, fmt, got in _load_paths(args.paths, args.fmt, opts, load):
         source = f"{fmt}:{path.name}"
         if got.ohlcv is not None:
             tf = args.timeframe or got.timeframe
@@ -138,6 +145,26 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_paths(paths: list[Path], fmt: str | None, opts: Any, load: Any) -> Any:
+    """Yield ``(path, format, Imported)``; binance-raw files load together as one session.
+
+    The raw files of one collector session form one stream (only the first holds the book
+    snapshot), so they are loaded in one call, sorted by name; ``path`` is then the first.
+    """
+    from tierline.data.importers import detect_format
+    from tierline.data.importers.binance_raw import load as load_binance_raw
+
+    raw = sorted(
+        (p for p in paths if (fmt or detect_format(p)) == "binance-raw"), key=lambda p: p.name
+    )
+    if len(raw) > 1:
+        yield raw[0], "binance-raw", load_binance_raw(raw, opts)
+    for path in paths:
+        if len(raw) > 1 and path in raw:
+            continue
+        yield (path, *load(path, fmt, opts))
+
+
 def _report(path: Path, what: str, r: Any) -> None:
     print(f"{path.name}: {what}: {r.rows_in} rows read, {r.rows_added} new, {r.rows_total} stored")
 
@@ -154,6 +181,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         since=args.since,
         until=args.until,
         progress=not args.no_progress and sys.stderr.isatty(),
+        api_url=args.api_url,
     )
     print(r.summary())
     return 0
@@ -200,7 +228,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             _fmt_time(e.last),
             f"{e.rows:,}",
             "-" if e.gaps is None else str(e.gaps),
-            "synthetic" if e.synthetic else "",
+            e.error or ("synthetic" if e.synthetic else ""),
         )
         for e in entries
     ]

@@ -100,6 +100,8 @@ class CatalogEntry:
     files: int
     synthetic: bool
     path: Path
+    #: Why the partition could not be summarised (a corrupt file), or None.
+    error: str | None = None
 
 
 class Catalog:
@@ -444,23 +446,27 @@ class Catalog:
         first = last = None
         rows = 0
         gaps: int | None = None
+        error: str | None = None
         if files:
-            md = pq.ParquetFile(files[0]).schema_arrow.metadata or {}
-            symbol = md.get(b"tierline.symbol", symbol.encode()).decode()
-            synthetic = md.get(b"tierline.synthetic", b"false") == b"true"
-            t = (
-                pl.scan_parquet(files)
-                .select(
-                    pl.col(ds.time_column).min().alias("first"),
-                    pl.col(ds.time_column).max().alias("last"),
-                    pl.len().alias("rows"),
+            try:
+                md = pq.ParquetFile(files[0]).schema_arrow.metadata or {}
+                symbol = md.get(b"tierline.symbol", symbol.encode()).decode()
+                synthetic = md.get(b"tierline.synthetic", b"false") == b"true"
+                t = (
+                    pl.scan_parquet(files)
+                    .select(
+                        pl.col(ds.time_column).min().alias("first"),
+                        pl.col(ds.time_column).max().alias("last"),
+                        pl.len().alias("rows"),
+                    )
+                    .collect()
                 )
-                .collect()
-            )
-            first, last, rows = t["first"][0], t["last"][0], int(t["rows"][0])
-            if tf is not None:
-                ts = pl.scan_parquet(files).select("ts").collect()
-                gaps = len(find_gaps(ts, timeframe_ns(tf)))
+                first, last, rows = t["first"][0], t["last"][0], int(t["rows"][0])
+                if tf is not None:
+                    ts = pl.scan_parquet(files).select("ts").collect()
+                    gaps = len(find_gaps(ts, timeframe_ns(tf)))
+            except Exception as e:  # a corrupt file: `data validate` names it
+                error = f"unreadable ({type(e).__name__}); run `tierline data validate`"
         return CatalogEntry(
             dataset=ds.name,
             exchange=exchange,
@@ -473,6 +479,7 @@ class Catalog:
             files=len(files),
             synthetic=synthetic,
             path=pdir,
+            error=error,
         )
 
     def validate_all(self) -> list[Problem]:
