@@ -6,9 +6,11 @@ Rules, at bar t (decided on bar t's close, filled at bar t+1's open):
   bar t excluded); ``lower[t]`` = the lowest low of the ``exit`` bars before t.
 - ``enter_long[t]``: ``close[t] > upper[t]``. ``exit_long[t]``: ``close[t] < lower[t]``.
   Both cannot hold on one bar (both channels contain bar t-1, whose high >= low).
+- No signal until both channels exist, i.e. before bar index ``max(entry, exit)`` (so no
+  engine sees an entry before the warm-up is over, even when ``entry < exit``).
 - Warm-up: the signal at t reads bars ``t-max(entry, exit) .. t``, so
-  ``warmup = max(entry, exit) + 1`` bars (t included); the first bar that can carry an entry
-  signal is bar index ``entry`` and an exit signal bar index ``exit``.
+  ``warmup = max(entry, exit) + 1`` bars (t included); the first bar that can carry a
+  signal is bar index ``max(entry, exit)``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def donchian_breakout(bars: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
     close = bars["close"].to_numpy(dtype=np.float64)
     upper = shift(window_max(bars["high"].to_numpy(dtype=np.float64), int(p["entry"])))
     lower = shift(window_min(bars["low"].to_numpy(dtype=np.float64), int(p["exit"])))
-    enter = close > upper
-    exit_ = close < lower
+    ready = ~np.isnan(upper) & ~np.isnan(lower)
+    enter = ready & (close > upper)
+    exit_ = ready & (close < lower)
     return pd.DataFrame({"enter_long": enter, "exit_long": exit_}, index=bars.index)
