@@ -123,6 +123,7 @@ def validate_frame(
         bad = s.is_null() | s.is_nan() | s.is_infinite()
         if bad.any():
             r = _first_row(bad)
+            assert r is not None
             err(col, r, f"value is {s[r]!r} (NaN, null or infinite)")
 
     if dataset.name == "ohlcv" and not problems:
@@ -164,6 +165,7 @@ def validate_frame(
         bad = ~df["side"].is_in(list(side_ok))
         if bad.any():
             r = _first_row(bad)
+            assert r is not None
             err("side", r, f"side {df['side'][r]!r} is not one of {side_ok}")
         bad = df["price"] <= 0
         if bad.any():

@@ -81,7 +81,7 @@ FORMATS: dict[str, Format] = {
         Format(
             name="freqtrade-trades",
             description="freqtrade trades .feather/.json(.gz)",
-            target="freqtrade:load_trades",
+            target="freqtrade_trades:load_trades",
         ),
         Format(
             name="csv",
@@ -162,8 +162,8 @@ def detect_format(path: Path) -> str:
             )
         return "csv"
     if name.endswith(".gz"):
-        first = head.split(b"\n", 1)[0]
-        parts = first.split(b" ", 1)
+        line = head.split(b"\n", 1)[0]
+        parts = line.split(b" ", 1)
         if len(parts) == 2 and parts[0].isdigit() and parts[1].startswith(b"{"):
             return "binance-raw"
     raise DataError(
