@@ -100,6 +100,16 @@ def _warmup_rule(s: Any) -> str:
     return str(getattr(fn, "__qualname__", fn))
 
 
+def _source(s: Any) -> str:
+    """Return the strategy's module, with its file for user strategies."""
+    import sys
+
+    if s.source.startswith("tierline."):
+        return str(s.source)
+    file = getattr(sys.modules.get(s.source), "__file__", None)
+    return f"{s.source} ({file})" if file else str(s.source)
+
+
 def _cmd_strategies(args: argparse.Namespace) -> int:
     from tierline.strategy.registry import list_strategies, strategies_dir
 
@@ -112,7 +122,7 @@ def _cmd_strategies(args: argparse.Namespace) -> int:
         print(f"  params:      {'; '.join(_describe_param(p) for p in s.params) or '-'}")
         print(f"  constraints: {'; '.join(c.description for c in s.constraints) or '-'}")
         print(f"  warm-up:     {_warmup_rule(s)} ({s.warmup(s.defaults)} bars at the defaults)")
-        print(f"  source:      {s.source}")
+        print(f"  source:      {_source(s)}")
     print(f"({len(found)} strategies; user folder {strategies_dir()})")
     return 0
 
