@@ -557,9 +557,13 @@ def _conform(df: pl.DataFrame, ds: Dataset, where: str) -> pl.DataFrame:
 
 
 def _merge(old: pl.DataFrame | None, new: pl.DataFrame, ds: Dataset) -> tuple[pl.DataFrame, int]:
-    if old is None:
-        return new, len(new)
     t = ds.time_column
+    if old is None:
+        if not ds.unique_time:
+            # identical event rows are redundant (book quantities are absolute, trades carry
+            # ids); drop them on every write so first writes and merges agree
+            new = new.unique(keep="first", maintain_order=True)
+        return new, len(new)
     if ds.unique_time:
         n_new = len(new.join(old.select(t), on=t, how="anti"))
         merged = pl.concat([old, new]).unique(subset=[t], keep="last", maintain_order=True).sort(t)
