@@ -151,6 +151,7 @@ _SECRET_KEY = re.compile(
     r"key|secret|passw|pwd|token|credential|authoriz|cookie|private", re.IGNORECASE
 )
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+):[^@/\s]+@")
+_BAD_KEY_CHARS = re.compile(r"[^\w\-. /]")
 _KV_ITEM = re.compile(r"(?P<k>[A-Za-z0-9_.\-]+)=(?P<v>[^,;&\s]*)")
 
 
@@ -236,7 +237,8 @@ def _flatten(value: Any, prefix: str) -> dict[str, str]:
     if isinstance(value, dict) and value:
         out: dict[str, str] = {}
         for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            k = _BAD_KEY_CHARS.sub("_", str(k))  # MLflow keys: word chars, - . space /
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
         return out
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return {prefix: text}
@@ -526,6 +528,7 @@ class _RunHandle:
         self._tracker = tracker
         self.run_id = run_id
         self._closed = False
+        self._nonfinite: set[str] = set()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -545,16 +548,24 @@ class _RunHandle:
         now = int(datetime.now(tz=UTC).timestamp() * 1000)
         batch: list[Metric] = []
         tags: list[RunTag] = []
+        stale: list[str] = []
         for key, raw in metrics.items():
             value = _number(key, raw)
             if math.isnan(value):
                 tags.append(RunTag(_NONFINITE + key, "nan"))
+                self._nonfinite.add(key)
                 continue
             if math.isinf(value):
                 tags.append(RunTag(_NONFINITE + key, "inf" if value > 0 else "-inf"))
+                self._nonfinite.add(key)
                 value = math.copysign(INF_SENTINEL, value)
+            elif key in self._nonfinite:  # a finite value replaces an earlier NaN/inf
+                stale.append(key)
+                self._nonfinite.discard(key)
             batch.append(Metric(key, value, now, step))
         client = self._tracker.client
+        for key in stale:
+            client.delete_tag(self.run_id, _NONFINITE + key)
         for i in range(0, len(batch), 1000):
             client.log_batch(self.run_id, metrics=batch[i : i + 1000])
         for i in range(0, len(tags), _BATCH):
@@ -868,9 +879,8 @@ class Tracker:
         )
         with self._ending(handle):
             handle.set_tags(all_tags)
-            params = _flatten(safe_config, "config") if isinstance(safe_config, dict) else {}
-            if params:
-                handle.log_params(params)
+            if isinstance(safe_config, dict) and safe_config:
+                handle.log_params(_flatten(safe_config, "config"))
             with tempfile.TemporaryDirectory(prefix="tierline-config-") as tmp:
                 local = Path(tmp) / CONFIG_ARTIFACT
                 local.write_text(json.dumps(safe_config, indent=2, sort_keys=True) + "\n")

@@ -241,15 +241,19 @@ def test_non_finite_metrics_are_logged_safely_and_restored(store: Tracker) -> No
                 "cagr": None,
                 "trades": np.int64(0),
                 "exposure": np.float64(0.25),
+                "win_rate": math.nan,
             }
         )
+        run.log_metrics({"win_rate": 0.5})  # a finite value replaces the NaN
     stored = store.client.get_run(run.run_id).data
     assert stored.metrics == {
         "profit_factor": INF_SENTINEL,
         "sortino": -INF_SENTINEL,
         "trades": 0.0,
         "exposure": 0.25,
+        "win_rate": 0.5,
     }
+    assert "tierline.nonfinite.win_rate" not in stored.tags
     assert stored.tags["tierline.nonfinite.sharpe"] == "nan"
     assert stored.tags["tierline.nonfinite.profit_factor"] == "inf"
     rec = store.latest_pipeline("nonfinite")
@@ -257,6 +261,7 @@ def test_non_finite_metrics_are_logged_safely_and_restored(store: Tracker) -> No
     m = rec.tiers[0].metrics
     assert m["profit_factor"] == math.inf and m["sortino"] == -math.inf
     assert math.isnan(m["sharpe"]) and math.isnan(m["cagr"])
+    assert m["win_rate"] == 0.5
     with pytest.raises(ConfigError, match="not a number"):
         with store.pipeline(strategy="nonfinite", dataset=dataset, argv=["t"]) as parent:
             with parent.tier(tier="tier1", engine="reference") as run:
@@ -320,6 +325,20 @@ def test_unknown_tier_or_engine_and_too_many_runs_are_refused(
         with pytest.raises(ConfigError, match="log_table"):
             with parent.tier(tier="tier1", engine="vectorbt"):
                 pass
+
+
+def test_config_keys_mlflow_rejects_are_sanitised_and_no_config_logs_no_params(
+    store: Tracker,
+) -> None:
+    dataset = DatasetRef(exchange="x", symbol="A/B", timeframe="1h", fingerprint="f")
+    with store.pipeline(strategy="keys", dataset=dataset, argv=["t"]) as bare:
+        pass
+    with store.pipeline(
+        strategy="keys", dataset=dataset, config={"venue:binance": {"lat(ms)": 5}}, argv=["t"]
+    ) as odd:
+        pass
+    assert store.client.get_run(bare.run_id).data.params == {}
+    assert store.client.get_run(odd.run_id).data.params == {"config.venue_binance.lat_ms_": "5"}
 
 
 # ----------------------------------------------------------------------------- secrets
