@@ -22,13 +22,21 @@ Strategies are declared with the `strategy` decorator::
     )
     def sma_cross(bars, p):
         ...
+
+Optional batched signals (for parameter sweeps): ``batch=fn`` declares a generator
+``fn(bars, params_list)`` yielding one ``(enter_long, exit_long)`` pair of boolean NumPy arrays
+per parameter set, in order, equal element for element to what the signal function returns for
+that set. It exists only so that a sweep can compute each distinct indicator once (e.g. one
+moving average per window) instead of once per parameter set; `Strategy.iter_signals` uses it
+when present and the signal function otherwise, and sweeps compare it with the signal function
+on sampled parameter sets.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SIGNAL_COLUMNS",
+    "BatchSignalFn",
     "Choice",
     "Constraint",
     "Float",
@@ -209,6 +218,10 @@ class Choice:
 
 
 Param = Int | Float | Choice
+#: Optional batched signal hook: ``(bars, params_list) -> iterable of (enter, exit) arrays``.
+BatchSignalFn = Callable[
+    ["pd.DataFrame", Sequence[Mapping[str, Any]]], "Iterable[tuple[np.ndarray, np.ndarray]]"
+]
 
 
 @dataclass(frozen=True)
@@ -241,6 +254,7 @@ class Strategy:
     warmup_fn: Callable[[Mapping[str, Any]], int]
     signal_fn: Callable[[pd.DataFrame, Mapping[str, Any]], pd.DataFrame]
     source: str = field(default="", compare=False)
+    batch_fn: BatchSignalFn | None = field(default=None, compare=False)
 
     # --------------------------------------------------------------- parameters
     @property
@@ -334,6 +348,55 @@ class Strategy:
             arrays[c] = np.asarray(col, dtype=bool)
         return Signals(enter_long=arrays["enter_long"], exit_long=arrays["exit_long"])
 
+    def iter_signals(
+        self, bars: pd.DataFrame, params_list: Sequence[Mapping[str, Any]]
+    ) -> Iterator[Signals]:
+        """Yield the signals of each parameter set in order (for sweeps).
+
+        Uses the optional batched hook (``batch=`` of `strategy`) when the strategy declares
+        one, else calls `signals` per set.
+
+        Raises
+        ------
+        EngineError
+            If the hook raises, yields too few or too many pairs, or a pair of the wrong length.
+        """
+        import numpy as np
+
+        if self.batch_fn is None:
+            for p in params_list:
+                yield self.signals(bars, p)
+            return
+        n = len(bars)
+        count = 0
+        try:
+            for enter, exit_ in self.batch_fn(bars, params_list):
+                if count >= len(params_list):
+                    raise EngineError(
+                        f"strategy {self.name!r}: batched signals yielded more than "
+                        f"{len(params_list)} pairs"
+                    )
+                e, x = np.asarray(enter, dtype=bool), np.asarray(exit_, dtype=bool)
+                if e.shape != (n,) or x.shape != (n,):
+                    raise EngineError(
+                        f"strategy {self.name!r}: batched signals for "
+                        f"{format_params(params_list[count])} have shapes {e.shape}/{x.shape}, "
+                        f"expected ({n},)"
+                    )
+                count += 1
+                yield Signals(enter_long=e, exit_long=x)
+        except EngineError:
+            raise
+        except Exception as e:
+            raise EngineError(
+                f"strategy {self.name!r}: batched signals raised {type(e).__name__}: {e}"
+            ) from e
+        if count != len(params_list):
+            raise EngineError(
+                f"strategy {self.name!r}: batched signals yielded {count} pairs for "
+                f"{len(params_list)} parameter sets"
+            )
+
 
 def strategy(
     *,
@@ -342,8 +405,12 @@ def strategy(
     warmup: Callable[[Mapping[str, Any]], int],
     constraints: Sequence[Constraint] = (),
     description: str | None = None,
+    batch: BatchSignalFn | None = None,
 ) -> Callable[[Callable[..., pd.DataFrame]], Strategy]:
-    """Declare a strategy from its signal function (see the module docstring)."""
+    """Declare a strategy from its signal function (see the module docstring).
+
+    ``batch`` optionally names a batched signal generator for sweeps (module docstring).
+    """
 
     def wrap(fn: Callable[..., pd.DataFrame]) -> Strategy:
         names = [p.name for p in params]
@@ -358,6 +425,7 @@ def strategy(
             warmup_fn=warmup,
             signal_fn=fn,
             source=getattr(fn, "__module__", ""),
+            batch_fn=batch,
         )
         s.validate_params(s.defaults)
         return s
