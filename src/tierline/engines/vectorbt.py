@@ -160,29 +160,31 @@ def portfolio(
 def _trades_from_records(
     rec: np.ndarray,
     ts_ns: np.ndarray,
+    open_: np.ndarray,
     close_last: float,
     fee: float,
     tf_ns: int,
 ) -> tuple[pl.DataFrame, float]:
-    """Return the trades table of one column and the fee charged on a forced final exit."""
-    n = len(rec)
+    """Return the trades table of one column and the fee charged on a forced final exit.
+
+    Prices are the fill prices (the bars' opens; the last close for a forced exit) rather
+    than vectorbt's size-weighted average entry price, which can differ in the last bit.
+    P&L is ``(exit - entry) * qty - entry_fees - exit_fees`` for every trade.
+    """
+    n_bars = len(ts_ns)
     entry_idx = rec["entry_idx"].astype(np.int64)
     exit_idx = rec["exit_idx"].astype(np.int64)
     is_open = rec["status"] == 0  # TradeStatus.Open
     qty = rec["size"].astype(np.float64)
-    entry_price = rec["entry_price"].astype(np.float64)
-    exit_price = np.where(is_open, close_last, rec["exit_price"]).astype(np.float64)
+    entry_price = open_[entry_idx]
+    exit_price = np.where(is_open, close_last, open_[np.minimum(exit_idx, n_bars - 1)])
     entry_fees = rec["entry_fees"].astype(np.float64)
     exit_fees = np.where(is_open, qty * close_last * fee, rec["exit_fees"]).astype(np.float64)
-    pnl = np.where(
-        is_open,
-        (exit_price - entry_price) * qty - entry_fees - exit_fees,
-        rec["pnl"],
-    ).astype(np.float64)
-    exit_ts = np.where(is_open, ts_ns[-1] + tf_ns, ts_ns[np.minimum(exit_idx, len(ts_ns) - 1)])
+    pnl = (exit_price - entry_price) * qty - entry_fees - exit_fees
+    exit_ts = np.where(is_open, ts_ns[-1] + tf_ns, ts_ns[np.minimum(exit_idx, n_bars - 1)])
     # `trade_return`, elementwise in the same order of operations
     ret = exit_price * (1.0 - fee) / (entry_price * (1.0 + fee)) - 1.0
-    forced_fee = float(exit_fees[is_open].sum()) if n else 0.0
+    forced_fee = float(exit_fees[is_open].sum()) if len(rec) else 0.0
     df = pl.DataFrame(
         {
             "entry_ts": pl.Series(ts_ns[entry_idx], dtype=pl.Int64),
@@ -239,7 +241,7 @@ def run_signals(
         open_, close, enter, exit_, config, index=index, freq=pd.Timedelta(tf_ns, unit="ns")
     )
     rec = pf.trades.records
-    trades, forced_fee = _trades_from_records(rec, ts_i, float(close[-1]), config.fee, tf_ns)
+    trades, forced_fee = _trades_from_records(rec, ts_i, open_, float(close[-1]), config.fee, tf_ns)
     value = np.asarray(pf.value()).reshape(-1).astype(np.float64)
     if forced_fee:
         value = value.copy()
