@@ -73,6 +73,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -406,7 +407,8 @@ def export_bars(
     from freqtrade.enums import CandleType
 
     frame = _pandas_bars(bars, timeframe, pad=pad)
-    handler = get_datahandler(datadir, "feather")
+    Path(datadir).mkdir(parents=True, exist_ok=True)
+    handler = get_datahandler(Path(datadir), "feather")
     handler.ohlcv_store(pair, timeframe, data=frame, candle_type=CandleType.SPOT)
     return Path(handler._pair_data_filename(datadir, pair, timeframe, CandleType.SPOT))
 
@@ -761,8 +763,14 @@ def run(
             work.mkdir(parents=True, exist_ok=True)
         _PINNED[strategy.name] = strategy
         stack.callback(_PINNED.pop, strategy.name, None)
+        # A thread of its own: freqtrade drives an asyncio loop with run_until_complete, which
+        # fails in a thread that already runs one (a Jupyter kernel, an async caller).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierline-freqtrade")
+        stack.callback(pool.shutdown)
         try:
-            outcome = _backtest(strategy.name, p, bars, config, spec, timeframe, udir, work)
+            outcome = pool.submit(
+                _backtest, strategy.name, p, bars, config, spec, timeframe, udir, work
+            ).result()
         except TierlineError:
             raise
         except Exception as e:
@@ -958,16 +966,17 @@ def _equity_curve(
 
 def _notes(spec: InstrumentSpec, outcome: Mapping[str, Any]) -> list[str]:
     notes = []
-    if spec.exchange != FT_EXCHANGE:
+    if spec.symbol == DEFAULT_SYMBOL:
+        notes.append(
+            f"no instrument given: traded as {DEFAULT_SYMBOL} on freqtrade exchange "
+            f"{FT_EXCHANGE!r} with the tick inferred from the bars ({spec.price_increment}) and "
+            f"lot {spec.size_increment}"
+        )
+    elif spec.exchange != FT_EXCHANGE:
         notes.append(
             f"freqtrade ran as exchange {FT_EXCHANGE!r} with markets generated from the "
             f"{spec.exchange} {spec.symbol} instrument spec (tick {spec.price_increment}, lot "
             f"{spec.size_increment}); freqtrade does not support {spec.exchange!r}"
-        )
-    if spec.symbol == DEFAULT_SYMBOL:
-        notes.append(
-            f"no instrument given: traded as {DEFAULT_SYMBOL} with the tick inferred from the "
-            f"bars ({spec.price_increment}) and lot {spec.size_increment}"
         )
     notes.append(
         f"quantities are floored to the lot {spec.size_increment} by freqtrade (the reference "
@@ -975,9 +984,9 @@ def _notes(spec: InstrumentSpec, outcome: Mapping[str, Any]) -> list[str]:
     )
     if spec.min_notional > 0:
         notes.append(
-            f"freqtrade skips entries whose stake is below {1.5 * spec.min_notional:g} "
-            f"{spec.quote} (min notional {spec.min_notional:g} with its 50 % stop-loss reserve); "
-            "the reference has no minimum"
+            f"freqtrade raises a stake below {1.5 * spec.min_notional:g} {spec.quote} to that "
+            f"minimum (min notional {spec.min_notional:g} plus its 50 % stop-loss reserve) or, "
+            "if it is more than 30 % short, skips the entry; the reference has no minimum"
         )
     if outcome.get("early_signals"):
         notes.append(
