@@ -62,11 +62,12 @@ def test_tsga_1m_resampled_equals_binance_5m(shared_data: Path) -> None:
 
 
 def test_bars_from_binance_spot_trades_equal_binance_5m_candles(shared_data: Path) -> None:
-    from tierline.data.importers import ImportOptions, load
+    from tierline.data.importers import ImportOptions
+    from tierline.data.importers.binance_raw import load
 
     raw = shared_data / "l2/hftbacktest_raw/spot"
     files = [raw / "btcusdt_20240808.gz", raw / "btcusdt_20240809.gz"]
-    _, got = load(files, "binance-raw", ImportOptions(symbol="BTC/USDT"))  # type: ignore[arg-type]
+    got = load(files, ImportOptions(symbol="BTC/USDT"))
     assert got.trades is not None
     bars = bars_from_trades(got.trades, "5m")
     assert bars["ts"].to_list() == [
