@@ -39,7 +39,8 @@ demo: setup ## run the main job on the embedded synthetic data (no network, no .
 	$(BIN)/tierline data sample
 	$(BIN)/tierline data validate
 	$(BIN)/tierline data ls
-	@echo "demo: data step done. Tiers 1-3 and the promotion gate are not built yet (see issues)."
+	$(BIN)/tierline run $(STRATEGY) --exchange synthetic --symbol BTC/USDT --timeframe 5m
+	@echo "demo: tiers 1-2 done (see 'tierline runs $(STRATEGY)' or 'make ui'); tier 3 and the promotion gate are not built yet."
 
 lint: setup ## ruff + mypy
 	$(BIN)/ruff check src tests benchmarks research/scripts
