@@ -227,14 +227,21 @@ class PBOResult:
     n_obs: int
 
 
-def _block_sharpe(total: np.ndarray, total_sq: np.ndarray, count: int) -> np.ndarray:
-    mean = total / count
-    var = (total_sq - count * mean**2) / (count - 1)
-    sd = np.sqrt(np.maximum(var, 0.0))
+def _block_score(total: np.ndarray, total_sq: np.ndarray, count: int) -> np.ndarray:
+    """Return a score in the same order as the Sharpe ratio of halves of ``count`` rows.
+
+    ``mean / std`` equals ``sum / sqrt(count * sum_sq - sum^2)`` times the positive constant
+    ``sqrt(count - 1)``, so comparing scores compares Sharpe ratios; zero variance gives
+    ``+inf`` / ``-inf`` by the sign of the mean (0 when the mean is 0 too).
+    """
+    var = count * total_sq
+    var -= total * total
+    np.maximum(var, 0.0, out=var)
+    np.sqrt(var, out=var)
     with np.errstate(divide="ignore", invalid="ignore"):
-        flat = np.where(mean > 0, np.inf, np.where(mean < 0, -np.inf, 0.0))
-        out = np.where(sd > 0, mean / sd, flat)
-    return out  # type: ignore[no-any-return]
+        out = np.divide(total, var, out=var)
+    out[np.isnan(out)] = 0.0
+    return out
 
 
 def pbo_cscv(returns: np.ndarray, n_splits: int = 16) -> PBOResult:
@@ -276,16 +283,18 @@ def pbo_cscv(returns: np.ndarray, n_splits: int = 16) -> PBOResult:
     all_sum, all_sq = sums.sum(axis=0), sq.sum(axis=0)
     half = s // 2
     count = half * size
-    logits = []
-    for combo in itertools.combinations(range(s), half):
-        idx = list(combo)
-        is_sum, is_sq = sums[idx].sum(axis=0), sq[idx].sum(axis=0)
-        r_is = _block_sharpe(is_sum, is_sq, count)
-        r_oos = _block_sharpe(all_sum - is_sum, all_sq - is_sq, count)
-        best = int(np.argmax(r_is))
-        v = r_oos[best]
-        rank = float((r_oos < v).sum()) + (float((r_oos == v).sum()) + 1.0) / 2.0
+    combos = np.array(list(itertools.combinations(range(s), half)), dtype=np.int64)
+    member = np.zeros((len(combos), s))
+    np.put_along_axis(member, combos, 1.0, axis=1)
+    logits = np.empty(len(combos))
+    step = max(1, 2**22 // max(n, 1))  # splits per batch: a few MB per intermediate array
+    for lo in range(0, len(combos), step):
+        mb = member[lo : lo + step]
+        is_sum, is_sq = mb @ sums, mb @ sq  # (splits, N)
+        best = np.argmax(_block_score(is_sum, is_sq, count), axis=1)
+        r_oos = _block_score(all_sum - is_sum, all_sq - is_sq, count)
+        v = np.take_along_axis(r_oos, best[:, None], axis=1)
+        rank = (r_oos < v).sum(axis=1) + ((r_oos == v).sum(axis=1) + 1.0) / 2.0
         w = rank / (n + 1)
-        logits.append(math.log(w / (1.0 - w)))
-    lg = np.asarray(logits)
-    return PBOResult(float((lg <= 0).mean()), lg, s, n, size * s)
+        logits[lo : lo + step] = np.log(w / (1.0 - w))
+    return PBOResult(float((logits <= 0).mean()), logits, s, n, size * s)
