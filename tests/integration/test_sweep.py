@@ -336,3 +336,19 @@ def test_cli_sweep_prints_candidates_and_writes_outputs(
     assert pl.read_parquet(runs[0] / "results.parquet").height == 16
     # bad --values is a clean configuration error (exit code 2)
     assert main(["--data-dir", str(data), "sweep", "sma_cross", "--values", "fast=9:1"]) == 2
+
+
+def test_the_batched_hook_runs_once_across_chunks(jan: pl.DataFrame) -> None:
+    calls = []
+
+    def counting(bars, sets):  # type: ignore[no-untyped-def]
+        calls.append(len(sets))
+        yield from _batched_cross(bars, sets)
+
+    s = _with_batch(counting)
+    sets = list(s.grid())[:20]
+    ev = evaluate(s, jan, sets, CFG, chunk=6)
+    plain = evaluate(get_strategy("sma_cross"), jan, sets, CFG, chunk=6)
+    assert calls == [20]
+    for name in METRIC_NAMES:
+        np.testing.assert_array_equal(ev.metrics[0][name], plain.metrics[0][name])

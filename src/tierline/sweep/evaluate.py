@@ -295,53 +295,67 @@ def _chunk_size(n_bars: int, chunk: int | None, chunk_bytes: int) -> int:
     return int(min(1024, max(8, chunk_bytes // max(1, 2 * n_bars))))
 
 
-def _fill_signals(
-    strategy: Strategy,
-    frame: pd.DataFrame,
-    params: Sequence[Mapping[str, Any]],
-    enter: np.ndarray,
-    exit_: np.ndarray,
-    errors: dict[int, str],
-    offset: int,
-    verify: bool,
-) -> None:
-    """Fill rows of ``enter``/``exit_`` with each set's signals; record failures in ``errors``.
+class _SignalSource:
+    """Signals of a sweep's parameter sets, consumed chunk by chunk in order.
 
-    With a batched hook, the first successful row is compared with the signal function (the
-    hook must reproduce it exactly); if the hook fails, the chunk is redone set by set so that
-    only the failing sets are lost.
+    With a batched hook (``batch=`` of the strategy) one generator runs over *all* the sets, so
+    the hook can keep its indicator cache for the whole sweep; the first set of every chunk is
+    compared with the signal function (the hook must reproduce it exactly). If the hook fails,
+    the remaining sets fall back to the signal function, set by set, so that only the sets
+    whose signal function fails are lost.
     """
-    enter[: len(params)] = False
-    exit_[: len(params)] = False
-    if strategy.batch_fn is not None:
-        try:
-            for i, sig in enumerate(strategy.iter_signals(frame, params)):
-                enter[i] = sig.enter_long
-                exit_[i] = sig.exit_long
-        except EngineError as e:
-            logger.info("batched signals failed (%s); redoing the chunk set by set", e)
-        else:
-            if verify and len(params):
-                ref = strategy.signals(frame, params[0])
-                if not (
-                    np.array_equal(ref.enter_long, enter[0])
-                    and np.array_equal(ref.exit_long, exit_[0])
-                ):
-                    from tierline.strategy.contract import format_params
 
-                    raise EngineError(
-                        f"strategy {strategy.name!r}: its batched signals differ from its "
-                        f"signal function for {format_params(params[0])}; fix the batch hook"
-                    )
-            return
-    for i, p in enumerate(params):
-        try:
-            sig = strategy.signals(frame, p)
-        except EngineError as e:
-            errors[offset + i] = str(e)
-            continue
-        enter[i] = sig.enter_long
-        exit_[i] = sig.exit_long
+    def __init__(
+        self,
+        strategy: Strategy,
+        frame: pd.DataFrame,
+        params: Sequence[Mapping[str, Any]],
+        verify: bool,
+    ) -> None:
+        self.strategy = strategy
+        self.frame = frame
+        self.params = params
+        self.verify = verify
+        self.batched: Any = (
+            iter(strategy.iter_signals(frame, params)) if strategy.batch_fn is not None else None
+        )
+
+    def fill(
+        self, lo: int, enter: np.ndarray, exit_: np.ndarray, m: int, errors: dict[int, str]
+    ) -> None:
+        """Fill rows ``0..m-1`` with the signals of sets ``lo..lo+m-1``; record failures."""
+        enter[:m] = False
+        exit_[:m] = False
+        for i in range(m):
+            if self.batched is not None:
+                try:
+                    sig = next(self.batched)
+                except (EngineError, StopIteration) as e:
+                    logger.info("batched signals failed (%s); continuing set by set", e)
+                    self.batched = None
+                else:
+                    enter[i] = sig.enter_long
+                    exit_[i] = sig.exit_long
+                    if i == 0 and self.verify:
+                        self._check(lo, enter[0], exit_[0])
+                    continue
+            try:
+                sig = self.strategy.signals(self.frame, self.params[lo + i])
+            except EngineError as e:
+                errors[lo + i] = str(e)
+                continue
+            enter[i] = sig.enter_long
+            exit_[i] = sig.exit_long
+
+    def _check(self, pos: int, enter: np.ndarray, exit_: np.ndarray) -> None:
+        ref = self.strategy.signals(self.frame, self.params[pos])
+        if not (np.array_equal(ref.enter_long, enter) and np.array_equal(ref.exit_long, exit_)):
+            from tierline.strategy.contract import format_params
+
+            raise EngineError(
+                f"strategy {self.strategy.name!r}: its batched signals differ from its signal "
+                f"function for {format_params(self.params[pos])}; fix the batch hook"
+            )
 
 
 def evaluate(
@@ -414,10 +428,10 @@ def evaluate(
     daily = np.full((k, len(day_ends[0])), np.nan) if keep_daily else None
     errors: dict[int, str] = {}
     fee, cash0, stake = float(config.fee), float(config.initial_cash), _stake(config)
+    source = _SignalSource(strategy, frame, plist, verify_batch)
     for lo in range(0, k, size):
-        chunk_params = plist[lo : lo + size]
-        m = len(chunk_params)
-        _fill_signals(strategy, frame, chunk_params, enter, exit_, errors, lo, verify_batch)
+        m = min(size, k - lo)
+        source.fill(lo, enter, exit_, m, errors)
         for si, seg in enumerate(segs):
             st = np.empty((m, N_STATS), dtype=np.float64)
             dl = np.empty((m, len(day_ends[si])), dtype=np.float64)
