@@ -46,6 +46,7 @@ def run_backtest(
     bars: pl.DataFrame,
     params: Mapping[str, Any],
     config: ExecutionConfig,
+    **options: Any,
 ) -> BacktestResult:
     """Run one backtest on the named engine.
 
@@ -61,6 +62,10 @@ def run_backtest(
         Strategy parameters; defaults are filled in and bounds and constraints checked here.
     config
         Execution conventions (fee, initial cash, stake).
+    **options
+        Engine-specific keyword arguments passed to the adapter's ``run`` unchanged (e.g.
+        ``exchange=`` and ``symbol=`` for nautilus, which reads the instrument's tick and lot
+        from them); only pass what the chosen engine accepts.
 
     Returns
     -------
@@ -89,7 +94,7 @@ def run_backtest(
             f"engine {engine!r} is not built yet (no module {name}); available: "
             f"{', '.join(available_engines())}"
         ) from None
-    result: BacktestResult = module.run(strategy, bars, checked, config)
+    result: BacktestResult = module.run(strategy, bars, checked, config, **options)
     return result
 
 

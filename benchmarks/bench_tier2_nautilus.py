@@ -1,0 +1,263 @@
+"""Benchmark the nautilus adapter against a hand-written nautilus SMA-cross strategy.
+
+Both run a NautilusTrader ``BacktestEngine`` on the same synthetic 1-minute bars (200k by
+default, 20k with ``--quick``), with the same venue, instrument and engine settings (logging
+bypassed, no post-run analysis):
+
+- ``adapter``: ``tierline.engines.nautilus.run`` with the built-in ``sma_cross`` (fast 10,
+  slow 50): the signal function is called per bar on a 51-bar window, orders fill at the next
+  bar's open through the open-tick mechanism, and the result is normalised;
+- ``baseline``: a hand-written nautilus strategy with nautilus' own ``SimpleMovingAverage``
+  indicators, crossing rules on bars, market orders filled by the bars themselves.
+
+A third figure, ``signal_only``, times the strategy's signal function alone on the same
+rolling windows (no nautilus): the per-bar pandas call that any live-style adapter pays.
+
+Writes ``bench/results/nautilus.json`` (ratio = adapter / baseline; target <= 1.3).
+
+Usage::
+
+    python benchmarks/bench_tier2_nautilus.py [--quick] [--bars N] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 1.3
+FAST, SLOW = 10, 50
+
+
+def synthetic_bars(n: int, seed: int = 42) -> pl.DataFrame:
+    """Return ``n`` 1-minute bars of a random walk on a 0.01 tick (deterministic)."""
+    rng = np.random.default_rng(seed)
+    steps = rng.standard_t(4, size=n) * 0.0008
+    close = np.round(30_000.0 * np.exp(np.cumsum(steps)), 2)
+    open_ = np.round(np.concatenate([[30_000.0], close[:-1]]), 2)
+    wick = np.abs(rng.normal(0, 0.0005, size=(2, n))) * close
+    high = np.round(np.maximum(open_, close) + wick[0], 2)
+    low = np.round(np.minimum(open_, close) - wick[1], 2)
+    volume = np.round(rng.gamma(2.0, 5.0, size=n), 5)
+    start = np.datetime64("2024-01-01T00:00:00", "ns").astype(np.int64)
+    ts = start + np.arange(n, dtype=np.int64) * 60_000_000_000
+    return pl.DataFrame(
+        {
+            "ts": pl.Series(ts).cast(pl.Datetime("ns", "UTC")),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+        }
+    )
+
+
+def run_adapter(bars: pl.DataFrame) -> tuple[float, int]:
+    """Return (seconds, trades) for the adapter running the built-in sma_cross."""
+    from tierline.core.conventions import ExecutionConfig
+    from tierline.engines import nautilus
+    from tierline.strategies.sma_cross import sma_cross
+
+    t0 = time.perf_counter()
+    result = nautilus.run(
+        sma_cross,
+        bars,
+        {"fast": FAST, "slow": SLOW},
+        ExecutionConfig(),
+        exchange="synthetic",
+        symbol="BTC/USDT",
+    )
+    return time.perf_counter() - t0, len(result.trades)
+
+
+def run_signal_only(bars: pl.DataFrame) -> float:
+    """Return seconds spent calling the signal function per bar on 51-bar windows alone."""
+    from tierline.core.bars import to_strategy_frame
+    from tierline.strategies.sma_cross import sma_cross
+
+    frame = to_strategy_frame(bars)
+    w = sma_cross.warmup({"fast": FAST, "slow": SLOW})
+    params = {"fast": FAST, "slow": SLOW}
+    n = len(frame)
+    views = [frame.iloc[max(0, i - w + 1) : i + 1].reset_index(drop=True) for i in range(n)]
+    t0 = time.perf_counter()
+    for v in views:
+        out = sma_cross.signal_fn(v, params)
+        bool(out["enter_long"].to_numpy()[-1])
+    return time.perf_counter() - t0
+
+
+def run_baseline(bars: pl.DataFrame) -> tuple[float, int]:
+    """Return (seconds, orders) for a hand-written nautilus SMA-cross strategy."""
+    from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+    from nautilus_trader.config import LoggingConfig, StrategyConfig
+    from nautilus_trader.indicators import SimpleMovingAverage
+    from nautilus_trader.model.currencies import BTC, USDT
+    from nautilus_trader.model.data import Bar, BarSpecification, BarType
+    from nautilus_trader.model.enums import (
+        AccountType,
+        AggregationSource,
+        BarAggregation,
+        OmsType,
+        OrderSide,
+        PriceType,
+    )
+    from nautilus_trader.model.identifiers import InstrumentId, Symbol, TraderId, Venue
+    from nautilus_trader.model.instruments import CurrencyPair
+    from nautilus_trader.model.objects import Money, Price, Quantity
+    from nautilus_trader.trading.strategy import Strategy
+
+    class SMACross(Strategy):  # type: ignore[misc]
+        def __init__(self, instrument: Any, bar_type: Any) -> None:
+            super().__init__(StrategyConfig(order_id_tag="BASE"))
+            self.instrument = instrument
+            self.bar_type = bar_type
+            self.fast = SimpleMovingAverage(FAST)
+            self.slow = SimpleMovingAverage(SLOW)
+            self.prev: tuple[float, float] | None = None
+            self.qty = instrument.make_qty(0.1)
+            self.orders = 0
+
+        def on_start(self) -> None:
+            self.register_indicator_for_bars(self.bar_type, self.fast)
+            self.register_indicator_for_bars(self.bar_type, self.slow)
+            self.subscribe_bars(self.bar_type)
+
+        def on_bar(self, bar: Any) -> None:
+            if not self.slow.initialized:
+                return
+            f, s = self.fast.value, self.slow.value
+            prev, self.prev = self.prev, (f, s)
+            if prev is None:
+                return
+            iid = self.instrument.id
+            if f > s and prev[0] <= prev[1] and self.portfolio.is_flat(iid):
+                order = self.order_factory.market(iid, OrderSide.BUY, self.qty)
+                self.submit_order(order)
+                self.orders += 1
+            elif f < s and prev[0] >= prev[1] and self.portfolio.is_net_long(iid):
+                self.close_all_positions(iid)
+                self.orders += 1
+
+    t0 = time.perf_counter()
+    venue = Venue("SIM")
+    instrument = CurrencyPair(
+        instrument_id=InstrumentId(Symbol("BTC/USDT"), venue),
+        raw_symbol=Symbol("BTC/USDT"),
+        base_currency=BTC,
+        quote_currency=USDT,
+        price_precision=2,
+        size_precision=8,
+        price_increment=Price.from_str("0.01"),
+        size_increment=Quantity.from_str("0.00000001"),
+        ts_event=0,
+        ts_init=0,
+        maker_fee=Decimal("0.001"),
+        taker_fee=Decimal("0.001"),
+    )
+    bar_type = BarType(
+        instrument.id,
+        BarSpecification(1, BarAggregation.MINUTE, PriceType.LAST),
+        AggregationSource.EXTERNAL,
+    )
+    engine = BacktestEngine(
+        BacktestEngineConfig(
+            trader_id=TraderId("BENCH-001"),
+            logging=LoggingConfig(bypass_logging=True),
+            run_analysis=False,
+        )
+    )
+    engine.add_venue(
+        venue=venue,
+        oms_type=OmsType.NETTING,
+        account_type=AccountType.CASH,
+        base_currency=None,
+        starting_balances=[Money(1_000_000, USDT)],
+    )
+    engine.add_instrument(instrument)
+    ts = np.array(bars["ts"].dt.epoch("ns"), dtype=np.int64) + 60_000_000_000
+    cols = {c: np.array(bars[c], dtype=np.float64) for c in ("open", "high", "low", "close")}
+    objs = Bar.from_raw_arrays_to_list(
+        bar_type,
+        2,
+        8,  # the matching engine wants bar volume at the instrument's size precision
+        cols["open"],
+        cols["high"],
+        cols["low"],
+        cols["close"],
+        np.array(bars["volume"], dtype=np.float64),
+        ts.astype(np.uint64),
+        ts.astype(np.uint64),
+    )
+    engine.add_data(objs)
+    strategy = SMACross(instrument, bar_type)
+    engine.add_strategy(strategy)
+    engine.run()
+    orders = strategy.orders
+    engine.dispose()
+    return time.perf_counter() - t0, orders
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write the JSON figures."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="20k bars instead of 200k")
+    ap.add_argument("--bars", type=int, default=None, help="number of 1m bars")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "nautilus.json")
+    args = ap.parse_args(argv)
+    n = args.bars or (20_000 if args.quick else 200_000)
+    bars = synthetic_bars(n)
+
+    baseline_s, baseline_orders = run_baseline(bars)
+    print(
+        f"baseline (hand-written nautilus SMA cross): {baseline_s:.2f} s, {baseline_orders} orders"
+    )
+    adapter_s, adapter_trades = run_adapter(bars)
+    print(f"adapter (tierline sma_cross in nautilus):  {adapter_s:.2f} s, {adapter_trades} trades")
+    signal_s = run_signal_only(bars)
+    print(f"signal function alone on the windows:      {signal_s:.2f} s")
+    ratio = adapter_s / baseline_s
+    overhead = (adapter_s - signal_s) / baseline_s
+    print(
+        f"ratio adapter/baseline {ratio:.2f}x (target <= {TARGET_RATIO}x); without the "
+        f"strategy's own per-bar pandas call {overhead:.2f}x"
+    )
+    figures = {
+        "benchmark": "tier2_nautilus",
+        "bars": n,
+        "timeframe": "1m",
+        "strategy": {"name": "sma_cross", "fast": FAST, "slow": SLOW},
+        "baseline_s": round(baseline_s, 3),
+        "baseline_orders": baseline_orders,
+        "adapter_s": round(adapter_s, 3),
+        "adapter_trades": adapter_trades,
+        "signal_only_s": round(signal_s, 3),
+        "adapter_bars_per_s": round(n / adapter_s, 1),
+        "baseline_bars_per_s": round(n / baseline_s, 1),
+        "ratio": round(ratio, 3),
+        "ratio_without_signal_fn": round(overhead, 3),
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio <= TARGET_RATIO,
+        "quick": n != 200_000,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"figures written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
