@@ -241,10 +241,16 @@ def test_notes_say_how_bittrex_ran(
 ) -> None:
     from tierline.engines import freqtrade
 
-    bars, spec, cash = market("ada")
+    bars, _, cash = market("ada")
     res = freqtrade.run(
-        get_strategy("sma_cross"), bars, {}, ExecutionConfig(initial_cash=cash), instrument=spec
+        get_strategy("sma_cross"),
+        bars,
+        {},
+        ExecutionConfig(initial_cash=cash),
+        exchange="bittrex",
+        symbol="ADA/BTC",
     )
+    assert res.extra["pair"] == "ADA/BTC"
     assert any("'binance'" in n and "bittrex ADA/BTC" in n for n in res.notes)
     assert res.extra["freqtrade_exchange"] == "binance"
     assert res.extra["exit_reasons"].keys() <= {"exit_signal", "force_exit"}

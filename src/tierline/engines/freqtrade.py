@@ -20,9 +20,17 @@ How each convention of `tierline.core.conventions` is met:
 - no ROI (``minimal_roi = {"0": 100}``), no stop-loss (``stoploss = -1``), no trailing stop;
   exits only on the strategy's ``exit_long``;
 - entry and exit signals on one bar: freqtrade enters only when ``exit_long`` is false and
-  exits only when ``enter_long`` is false. The shim clears ``exit_long`` where both are true
-  (so a flat strategy enters, as the conventions say) and its ``custom_exit`` closes a position
-  opened before that bar at the next open (so the exit wins in a position);
+  exits only when ``enter_long`` is false, so on such a bar it would do neither. In a backtest
+  the position at every bar follows from the signals alone, so the shim keeps only the signal
+  that acts there (`resolve_conflicts`: the exit in a position, the entry when flat). Live,
+  the shim clears ``exit_long`` there and a ``custom_exit`` closes a position opened before
+  that bar (not used in backtests: freqtrade deep-copies the trade on every call of an
+  overridden ``custom_exit``, which tripled the run time);
+- prices: entries and exits fill at the candle's open exactly as stored. The adapter's
+  backtester gives freqtrade no price precision (see `_backtesting_class`): freqtrade would
+  otherwise re-round exit prices through a decimal string of the tick, which moves a stored
+  float that is not the nearest to its decimal value by one ulp, and an exit at an open equal
+  to the candle's low then fails freqtrade's fill check and waits a candle;
 - a position open after the last bar is closed at the last close and stamped last open +
   timeframe: freqtrade opens nothing on its final candle and force-exits at that candle's
   *open*, stamped with its open time. The exported data therefore ends with one flat candle
@@ -58,7 +66,23 @@ ccxt markets. Two routes feed them to ccxt:
 
 Freqtrade always runs as exchange ``binance``: the markets come from the spec, not from the
 exchange, and fees from ``config.fee``. A catalog exchange freqtrade does not support
-(``synthetic``, ``bittrex``) therefore runs too; the notes say so.
+(``synthetic``, ``bittrex``: freqtrade dropped bittrex) therefore runs too; the notes say so.
+
+What does not hold exactly (each is stated in the result's notes when it applies):
+
+- freqtrade floors quantities to the lot (``size_increment``); the reference does not round,
+  so up to one lot of each stake stays in cash (P&L differs by ~1e-8 relative on the
+  workspace's 1e-8 lots);
+- a minimum notional is enforced: freqtrade raises a stake below ``1.5 * min_notional`` to
+  it, or skips the entry when that is more than 30 % more; the reference has no minimum (and
+  after a skipped entry the shim's conflict resolution assumes a position freqtrade lacks);
+- signals on the first ``warmup - 1`` bars (a strategy breaking its warm-up promise) are
+  discarded by freqtrade and counted in the notes;
+- freqtrade rounds ``profit_ratio`` to 8 decimals: per-trade returns agree to ~1e-8.
+
+A hand-run ``freqtrade backtesting`` on the shim (same config, `export_bars` data) also fills
+gaps with flat candles, re-rounds exit prices (see above), and, on data exported without the
+flat end candle, force-exits at the last candle's open stamped with its open time.
 """
 
 from __future__ import annotations
@@ -703,6 +727,8 @@ def run(
     params: Mapping[str, Any] | None,
     config: ExecutionConfig,
     *,
+    exchange: str | None = None,
+    symbol: str | None = None,
     instrument: InstrumentSpec | None = None,
     workdir: Path | None = None,
 ) -> BacktestResult:
@@ -718,8 +744,13 @@ def run(
         Parameters (defaults filled in and checked against the strategy's space).
     config
         Execution conventions.
+    exchange, symbol
+        The market the bars come from; its tick, lot and minimums come from
+        ``nautilus/venues.toml`` or are inferred from the bars
+        (`tierline.core.instruments.instrument_for`). When either is None (and no
+        ``instrument``), the pair is ``ASSET/QUOTE`` with the tick inferred from the bars.
     instrument
-        The traded instrument (pair, tick, lot, minimums); default `default_instrument`.
+        The instrument spec itself (wins over ``exchange``/``symbol``).
     workdir
         Keep freqtrade's data and config here (for inspection); default a temporary folder in
         ``<userdir>/data`` removed after the run.
@@ -732,8 +763,8 @@ def run(
     Raises
     ------
     ConfigError
-        If the parameters are invalid, the bars are not whole minutes apart, or the freqtrade
-        user directory (with the shim) is missing.
+        If the parameters are invalid, the bars are not whole minutes apart, the instrument is
+        a perpetual, or the freqtrade user directory (with the shim) is missing.
     DataError
         If there are fewer than two bars.
     EngineError
@@ -742,7 +773,14 @@ def run(
     p = strategy.validate_params(params)
     if len(bars) < 2:
         raise DataError(f"freqtrade adapter: {strategy.name!r} needs at least two bars")
-    spec = instrument or default_instrument(bars)
+    if instrument is not None:
+        spec = instrument
+    elif exchange is not None and symbol is not None:
+        from tierline.core.instruments import instrument_for
+
+        spec = instrument_for(exchange, symbol, bars)
+    else:
+        spec = default_instrument(bars)
     ts_ns = bars["ts"].cast(pl.Datetime("ns", "UTC")).dt.epoch("ns").to_numpy()
     tf_ns = int(np.median(np.diff(ts_ns)))
     timeframe = freqtrade_timeframe(tf_ns // 1_000_000_000 if tf_ns % 1_000_000_000 == 0 else 0)
@@ -791,6 +829,7 @@ def run(
             "timeframe": timeframe,
             "freqtrade_exchange": FT_EXCHANGE,
             "exit_reasons": outcome["results"]["exit_reason"].value_counts().to_dict(),
+            "same_bar_signals": outcome["conflicts"],
         },
     )
 
