@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tierline.cli._common import add_exec_args, add_market_args
 
@@ -159,7 +159,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     param_sets = _parse_values(strategy, args.values)
     config = exec_config(args)
     bars = load_bars(args)
-    method = "optuna" if args.trials is not None else "grid"
+    method: Literal["grid", "optuna"] = "optuna" if args.trials is not None else "grid"
     out = args.out or Path("runs") / strategy.name / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     first, last = bars["ts"][0], bars["ts"][-1]
     print(

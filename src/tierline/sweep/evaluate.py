@@ -227,22 +227,22 @@ def simulate(
         tr,
     )
     k = int(stats[1])
-    tr = tr[:k]
-    ei = tr[:, 0].astype(np.int64)
-    xi = tr[:, 1].astype(np.int64)
+    rows = tr[:k]
+    ei = rows[:, 0].astype(np.int64)
+    xi = rows[:, 1].astype(np.int64)
     tf = int(np.median(np.diff(ts))) if n >= 2 else int(np.median(np.diff(arrays.ts)))
     exit_ts = np.where(xi >= n, ts[-1] + tf, ts[np.minimum(xi, n - 1)])
     fee = float(config.fee)
-    entry_price, exit_price = tr[:, 2], tr[:, 3]
+    entry_price, exit_price = rows[:, 2], rows[:, 3]
     trades = pl.DataFrame(
         {
             "entry_ts": pl.Series(ts[ei], dtype=pl.Int64),
             "exit_ts": pl.Series(exit_ts, dtype=pl.Int64),
             "entry_price": entry_price,
             "exit_price": exit_price,
-            "qty": tr[:, 4],
-            "fees": tr[:, 5] + tr[:, 6],
-            "pnl": tr[:, 7],
+            "qty": rows[:, 4],
+            "fees": rows[:, 5] + rows[:, 6],
+            "pnl": rows[:, 7],
             "return": exit_price * (1.0 - fee) / (entry_price * (1.0 + fee)) - 1.0,
         }
     ).with_columns(

@@ -217,7 +217,9 @@ def optuna_search(
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    direction = "minimize" if objective in MINIMISED else "maximize"
+    direction: Literal["minimize", "maximize"] = (
+        "minimize" if objective in MINIMISED else "maximize"
+    )
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=batch > 1)
     try:
         study = optuna.create_study(
@@ -561,7 +563,7 @@ def _grid_sweep(
         )
     rank_seg, oos_seg = (len(segs) - 2, len(segs) - 1) if fold_defs else (0, None)
     order = objective_order(ev.metrics[rank_seg][objective], objective)
-    top = []
+    top: list[Candidate] = []
     for i in order:
         if i in ev.errors or math.isnan(ev.metrics[rank_seg][objective][i]):
             continue
