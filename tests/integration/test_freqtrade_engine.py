@@ -501,6 +501,69 @@ def test_offline_markets_patch_is_removed_afterwards() -> None:
     assert "load_markets" not in ccxt.async_support.binance.__dict__
 
 
+BOTH_ALWAYS = """
+import numpy as np
+import pandas as pd
+
+from tierline.strategy.contract import Int, strategy
+
+
+@strategy(name="both_always", params=[Int("k", 0, 1, default=0)], warmup=lambda p: 1)
+def both_always(bars, p):
+    n = len(bars)
+    return pd.DataFrame(
+        {"enter_long": np.ones(n, bool), "exit_long": np.ones(n, bool)}, index=bars.index
+    )
+"""
+
+
+def _load_shim(runmode: Any, strategies: Path) -> Any:
+    from freqtrade.resolvers import StrategyResolver
+
+    return StrategyResolver.load_strategy(
+        {
+            "strategy": "TierlineShim",
+            "strategy_path": str(USERDIR / "strategies"),
+            "user_data_dir": USERDIR,
+            "runmode": runmode,
+            "dry_run": True,
+            "stake_currency": "USDT",
+            "stake_amount": "unlimited",
+            "max_open_trades": 1,
+            "timeframe": "5m",
+            "tierline": {"strategy": "both_always", "strategies_dir": str(strategies)},
+        }
+    )
+
+
+def test_shim_resolves_same_bar_signals_in_columns_in_backtests_and_by_custom_exit_live(
+    scenario_bars: pl.DataFrame, tmp_path: Path
+) -> None:
+    from types import SimpleNamespace
+
+    from freqtrade.enums import RunMode
+
+    (tmp_path / "both_always.py").write_text(BOTH_ALWAYS)
+    frame = scenario_bars.head(6).rename({"ts": "date"}).to_pandas()
+    dates = list(frame["date"])
+
+    backtest = _load_shim(RunMode.BACKTEST, tmp_path)
+    assert backtest.custom_exit.__qualname__.startswith("IStrategy.")  # no per-candle copy
+    out = backtest.populate_entry_trend(frame.copy(), {"pair": "BTC/USDT"})
+    assert out["enter_long"].tolist() == [1, 0, 1, 0, 1, 0]
+    assert out["exit_long"].tolist() == [0, 1, 0, 1, 0, 1]
+
+    live = _load_shim(RunMode.DRY_RUN, tmp_path)
+    out = live.populate_entry_trend(frame.copy(), {"pair": "BTC/USDT"})
+    assert out["enter_long"].tolist() == [1] * 6 and out["exit_long"].tolist() == [0] * 6
+    # during the candle after bar 3: a position opened before it exits, one opened at it stays
+    now = dates[4].to_pydatetime() + timedelta(seconds=42)
+    before = SimpleNamespace(open_date_utc=dates[2].to_pydatetime())
+    at_fill = SimpleNamespace(open_date_utc=dates[4].to_pydatetime())
+    assert live.custom_exit("BTC/USDT", before, now, 0.0, 0.0) == "exit_signal"
+    assert live.custom_exit("BTC/USDT", at_fill, now, 0.0, 0.0) is None
+
+
 # ---------------------------------------------------------------------- the CLI route
 def test_repo_root_imports_the_installed_freqtrade() -> None:
     assert not (REPO / "freqtrade" / "__init__.py").exists()
