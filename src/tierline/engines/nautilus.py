@@ -608,12 +608,16 @@ def _make_strategy_class() -> Any:
             # Keep notional + commission (rounded to the currency) within the cash, with two
             # units to spare for nautilus' double arithmetic in its balance check.
             unit = Decimal(1).scaleb(-self._quote.precision)
-            while (
-                qty > 0
-                and qty * price + (qty * price * ctx.fee).quantize(unit, rounding=ROUND_HALF_EVEN)
-                > cash - 2 * unit
-            ):
-                qty -= lot
+
+            def cost(q: Decimal) -> Decimal:
+                return q * price + (q * price * ctx.fee).quantize(unit, rounding=ROUND_HALF_EVEN)
+
+            if cost(qty) > cash - 2 * unit:
+                qty = ((cash - 3 * unit) / (price * (1 + ctx.fee)) / lot).to_integral_value(
+                    rounding=ROUND_DOWN
+                ) * lot
+                while qty > 0 and cost(qty) > cash - 2 * unit:
+                    qty -= lot
             if qty <= 0:
                 ctx.problems.append(f"bar {self._i + 1}: stake {stake} buys less than one lot")
                 return None
