@@ -78,7 +78,9 @@ What does not hold exactly (each is stated in the result's notes when it applies
   after a skipped entry the shim's conflict resolution assumes a position freqtrade lacks);
 - signals on the first ``warmup - 1`` bars (a strategy breaking its warm-up promise) are
   discarded by freqtrade and counted in the notes;
-- freqtrade rounds ``profit_ratio`` to 8 decimals: per-trade returns agree to ~1e-8.
+- freqtrade rounds a trade's ``profit_abs`` to 8 decimals of the quote currency: with a
+  stake of ~1 BTC (the Bittrex alt/BTC tests) per-trade returns agree to ~1e-8, with 10,000
+  USDT to ~1e-12.
 
 A hand-run ``freqtrade backtesting`` on the shim (same config, `export_bars` data) also fills
 gaps with flat candles, re-rounds exit prices (see above), and, on data exported without the
