@@ -392,6 +392,21 @@ def test_signal_inside_the_warm_up_is_dropped_by_freqtrade_and_noted(
     assert any("2 signal(s) fell on the first 19 bars" in n for n in ft.notes)
 
 
+def test_warm_up_longer_than_the_data_gives_no_trades_like_the_reference(
+    scenario_bars: pl.DataFrame,
+) -> None:
+    from tierline.engines import freqtrade
+
+    strat = get_strategy("sma_cross")
+    for slow in (80, 90):  # warm-up 81 = 80 bars + 1 still runs freqtrade; 91 cannot
+        params = {"fast": 5, "slow": slow}
+        res = freqtrade.run(strat, scenario_bars, params, ExecutionConfig())
+        ref = reference.run(strat, scenario_bars, params, ExecutionConfig())
+        assert res.trades.is_empty() and ref.trades.is_empty()
+        assert res.equity["equity"].to_list() == ref.equity["equity"].to_list()
+    assert any("fewer than the warm-up" in n for n in res.notes)
+
+
 def test_strategy_failure_is_an_engine_error_naming_strategy_and_params(
     scenario_bars: pl.DataFrame,
 ) -> None:

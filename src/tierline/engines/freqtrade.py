@@ -792,6 +792,19 @@ def run(
             f"no freqtrade shim at {udir / 'strategies' / 'tierline_shim.py'}: run from the "
             f"project root or set {USERDIR_ENV} to the freqtrade user directory"
         )
+    if strategy.warmup(p) > len(bars):
+        # No bar can carry a signal; freqtrade would refuse to start ("No data left after
+        # adjusting for startup candles") where the reference simply trades nothing.
+        return BacktestResult(
+            engine=ENGINE,
+            trades=pl.DataFrame(schema=TRADES_TABLE_SCHEMA),
+            equity=_equity_curve(bars, pl.DataFrame(schema=TRADES_TABLE_SCHEMA), config),
+            notes=(
+                f"{len(bars)} bars are fewer than the warm-up ({strategy.warmup(p)}): no signal "
+                "is possible, freqtrade was not started",
+            ),
+            extra={"params": p, "warmup": strategy.warmup(p), "pair": spec.symbol},
+        )
     what = f"{strategy.name!r} ({format_params(p)})"
     with _RUN_LOCK, contextlib.ExitStack() as stack:
         if workdir is None:
