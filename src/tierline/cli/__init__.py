@@ -17,7 +17,15 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 #: Command modules of this package, in the order `tierline --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("data", "strategy", "sweep", "parity", "pipeline", "tracking")
+COMMAND_MODULES: tuple[str, ...] = (
+    "data",
+    "strategy",
+    "sweep",
+    "parity",
+    "pipeline",
+    "tracking",
+    "notebook",
+)
 
 logger = logging.getLogger("tierline")
 
