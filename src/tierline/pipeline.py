@@ -187,10 +187,11 @@ def run_pipeline(
         spec = instrument_for(exchange, symbol, bars)
         tolerance = ParityTolerance(tick=spec.tick)
         parity_rows: list[dict[str, Any]] = []
+        market = {"exchange": exchange, "symbol": symbol}
         for cand in candidates:
             params = cand.params
-            ref = run_backtest("reference", strategy, bars, params, config)
-            vbt = run_backtest("vectorbt", strategy, bars, params, config)
+            ref = run_backtest("reference", strategy, bars, params, config, **market)
+            vbt = run_backtest("vectorbt", strategy, bars, params, config, **market)
             m = compute_metrics(vbt.trades, vbt.equity, initial_cash=config.initial_cash)
             result.metrics[(cand.rank, "vectorbt")] = m
             with parent.tier(tier="tier1", engine="vectorbt", params=params, rank=cand.rank) as run:
@@ -202,7 +203,7 @@ def run_pipeline(
                     with parent.tier(
                         tier="tier2", engine=engine, params=params, rank=cand.rank
                     ) as run:
-                        res = run_backtest(engine, strategy, bars, params, config)
+                        res = run_backtest(engine, strategy, bars, params, config, **market)
                         em = compute_metrics(
                             res.trades, res.equity, initial_cash=config.initial_cash
                         )

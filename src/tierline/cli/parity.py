@@ -61,10 +61,11 @@ def run_parity(
 
     spec = instrument_for(exchange, symbol, bars)
     tol = ParityTolerance(tick=spec.tick)
-    ref = run_backtest("reference", strategy, bars, params, config)
+    market = {"exchange": exchange, "symbol": symbol}
+    ref = run_backtest("reference", strategy, bars, params, config, **market)
     out = []
     for engine in engines:
-        res = run_backtest(engine, strategy, bars, params, config)
+        res = run_backtest(engine, strategy, bars, params, config, **market)
         out.append(
             compare_trades(
                 ref.trades,

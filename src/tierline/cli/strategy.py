@@ -152,7 +152,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     params = resolve_params(strategy, args.params)
     config = exec_config(args)
     bars = load_bars(args)
-    result = run_backtest(args.engine, strategy, bars, params, config)
+    result = run_backtest(
+        args.engine, strategy, bars, params, config, exchange=args.exchange, symbol=args.symbol
+    )
     metrics = compute_metrics(result.trades, result.equity, initial_cash=config.initial_cash)
     first, last = bars["ts"][0], bars["ts"][-1]
     print(

@@ -21,10 +21,13 @@ if TYPE_CHECKING:
     from tierline.core.result import BacktestResult
     from tierline.strategy.contract import Strategy
 
-__all__ = ["ENGINES", "available_engines", "engine_module", "run_backtest"]
+__all__ = ["ENGINES", "MARKET_AWARE", "available_engines", "engine_module", "run_backtest"]
 
 #: Engine names `run_backtest` accepts.
 ENGINES: tuple[str, ...] = ("reference", "vectorbt", "nautilus", "freqtrade")
+#: Engines that read the instrument (tick, lot, minimums) from ``exchange=``/``symbol=``;
+#: `run_backtest` drops those two options for the others, so callers may always pass them.
+MARKET_AWARE: frozenset[str] = frozenset({"nautilus", "freqtrade"})
 
 
 def engine_module(engine: str) -> str:
@@ -94,6 +97,9 @@ def run_backtest(
             f"engine {engine!r} is not built yet (no module {name}); available: "
             f"{', '.join(available_engines())}"
         ) from None
+    if engine not in MARKET_AWARE:
+        # reference and vectorbt need no instrument: they trade unrounded quantities
+        options = {k: v for k, v in options.items() if k not in ("exchange", "symbol")}
     result: BacktestResult = module.run(strategy, bars, checked, config, **options)
     return result
 
