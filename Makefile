@@ -45,6 +45,7 @@ demo: setup ## run the main job on the embedded synthetic data (no network, no .
 lint: setup ## ruff + mypy
 	$(BIN)/ruff check src tests benchmarks research/scripts
 	$(BIN)/ruff format --check src tests benchmarks research/scripts
+	$(BIN)/tierline notebook strip --check research/notebooks/*.ipynb
 	$(BIN)/mypy
 
 test: setup lint ## lint, then the test suite without the slow marker (what CI runs)
