@@ -28,6 +28,7 @@ Run with ``make bench`` or ``python benchmarks/bench_sweep.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -154,6 +155,7 @@ def _vectorbt_loop(bars: Any, sets: list[dict[str, int]]) -> tuple[np.ndarray, n
         trades[lo : lo + len(chunk)] = counts
         total[lo : lo + len(chunk)] = (value - fee) / cfg.initial_cash - 1.0
         del pf, rec, enter, exit_
+        gc.collect()  # vectorbt objects hold reference cycles: free each chunk now
     return trades, total
 
 
