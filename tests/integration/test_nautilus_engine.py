@@ -19,14 +19,14 @@ import pytest
 
 from tierline.core import reference
 from tierline.core.conventions import ExecutionConfig
+from tierline.core.instruments import instrument_for
 from tierline.core.result import TRADES_TABLE_SCHEMA, BacktestResult
+from tierline.engines import nautilus
 from tierline.errors import EngineError
 from tierline.strategies.donchian_breakout import donchian_breakout
 from tierline.strategies.rsi_reversion import rsi_reversion
 from tierline.strategies.sma_cross import sma_cross
 from tierline.strategy.contract import Int, Strategy, strategy
-
-nautilus = pytest.importorskip("tierline.engines.nautilus")
 
 FIVE_MIN = 300_000_000_000
 ONE_MIN = 60_000_000_000
@@ -377,3 +377,7 @@ def test_dispatcher_passes_exchange_and_symbol(market_bars: dict[str, pl.DataFra
     inferred = run_backtest("nautilus", sma_cross, bars, params, ExecutionConfig())
     assert any("inferred" in n for n in inferred.notes)
     assert_same_trades(ref, inferred, 0.01)
+    spec = instrument_for("binance", "BTC/USDT")
+    given = run_backtest("nautilus", sma_cross, bars, params, ExecutionConfig(), instrument=spec)
+    assert given.extra["instrument"] is spec
+    assert_same_trades(ref, given, 0.01)

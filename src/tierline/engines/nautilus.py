@@ -95,6 +95,7 @@ def run(
     *,
     exchange: str | None = None,
     symbol: str | None = None,
+    instrument: InstrumentSpec | None = None,
 ) -> BacktestResult:
     """Backtest ``strategy`` on ``bars`` in a NautilusTrader ``BacktestEngine``.
 
@@ -110,8 +111,10 @@ def run(
         Fee, initial cash and stake.
     exchange, symbol
         The market the bars come from; its tick and lot come from ``nautilus/venues.toml`` (see
-        `tierline.core.instruments.instrument_for`). When either is None the tick is inferred
-        from the bars and the lot is 1e-8.
+        `tierline.core.instruments.instrument_for`). When either is None (and no
+        ``instrument`` is given) the tick is inferred from the bars and the lot is 1e-8.
+    instrument
+        The instrument spec to trade, overriding ``exchange`` and ``symbol``.
 
     Returns
     -------
@@ -135,7 +138,9 @@ def run(
         raise DataError(f"no bars to backtest {strategy.name!r} on")
     checked = strategy.validate_params(params)
     notes: list[str] = []
-    if exchange is None or symbol is None:
+    if instrument is not None:
+        spec = instrument
+    elif exchange is None or symbol is None:
         spec = InstrumentSpec(
             exchange=_ANON_EXCHANGE,
             symbol=_ANON_SYMBOL,
@@ -666,8 +671,11 @@ def _strategy_error(ctx: _Context, i: int, rows: int, e: Exception) -> EngineErr
 
 def _last_signals(out: Any, rows: int) -> tuple[bool, bool]:
     """Return the last row's (enter_long, exit_long), checked like `Strategy.signals`."""
-    columns: Any = getattr(out, "columns", ())
-    missing = [c for c in SIGNAL_COLUMNS if c not in columns]
+    try:  # positions from a plain list: `in` on a fresh pandas Index builds a hash table
+        names = out.columns.tolist()
+    except AttributeError:
+        names = []
+    missing = [c for c in SIGNAL_COLUMNS if c not in names]
     if missing:
         raise EngineError(
             f"returned no column(s) {missing}; a signal function returns a DataFrame with "
@@ -675,13 +683,15 @@ def _last_signals(out: Any, rows: int) -> tuple[bool, bool]:
         )
     if len(out) != rows:
         raise EngineError(f"returned {len(out)} rows for {rows} bars")
-    try:  # the block manager hands out the column's array without building a Series
+    try:  # the block manager hands out a column's array without building a Series
+        if names.count("enter_long") != 1 or names.count("exit_long") != 1:
+            raise LookupError("duplicate signal columns")
         get = out._mgr.iget_values
-        enter = get(columns.get_loc("enter_long"))[-1]
-        exit_ = get(columns.get_loc("exit_long"))[-1]
-    except Exception:  # duplicate column names, another frame type: the public way
-        enter = np.asarray(out["enter_long"])[-1]
-        exit_ = np.asarray(out["exit_long"])[-1]
+        enter = get(names.index("enter_long"))[-1]
+        exit_ = get(names.index("exit_long"))[-1]
+    except Exception:  # duplicate names, another frame type: the public way
+        enter = np.asarray(out["enter_long"]).ravel()[-1]
+        exit_ = np.asarray(out["exit_long"]).ravel()[-1]
     return _truthy(enter), _truthy(exit_)
 
 
