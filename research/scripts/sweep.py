@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from tierline.core.conventions import ExecutionConfig
     from tierline.data.catalog import Catalog
     from tierline.data.sample import SAMPLE_EXCHANGE, write_sample
+    from tierline.pipeline import log_tier1_sweep
     from tierline.strategy import format_params, get_strategy
     from tierline.sweep import run_sweep
     from tierline.sweep.report import format_top
@@ -140,21 +141,7 @@ def run(args: argparse.Namespace) -> int:
     with tracker.pipeline(
         strategy=strategy.name, dataset=dataset, config=config, tags={"source": "script"}
     ) as parent:
-        with parent.tier(tier="tier1", engine="vectorbt", tags={"role": "sweep"}) as run:
-            run.log_params(
-                {"method": sweep.method, "objective": sweep.objective, "folds": args.folds}
-            )
-            run.log_metrics(
-                {
-                    **sweep.oos_metrics,
-                    "dsr": sweep.dsr,
-                    "pbo": sweep.pbo,
-                    "parameter_sets": float(sweep.table.height),
-                }
-            )
-            run.log_table("sweep", sweep.table)
-            run.log_table("folds", wf.folds_table())
-            run.log_table("top", sweep.top_table())
+        log_tier1_sweep(parent, sweep)
     best = format_params(sweep.top[0].params) if sweep.top else "(none)"
     print(f"\ntop candidate {best}; MLflow pipeline run {parent.run_id} in {tracker.uri}")
     if sweep.out_dir is not None:

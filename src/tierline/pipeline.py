@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from tierline.strategy.contract import Strategy
     from tierline.sweep import SweepResult
 
-__all__ = ["TIER2_ENGINES", "PipelineResult", "run_pipeline"]
+__all__ = ["TIER2_ENGINES", "PipelineResult", "log_tier1_sweep", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,21 +151,7 @@ def run_pipeline(
             progress=progress,
             data={"exchange": exchange, "symbol": symbol, "timeframe": timeframe},
         )
-        with parent.tier(tier="tier1", engine="vectorbt", tags={"role": "sweep"}) as run:
-            run.log_params({"method": method, "objective": sweep.objective, "folds": folds})
-            oos = sweep.oos_metrics or (sweep.top[0].is_metrics if sweep.top else {})
-            run.log_metrics(
-                {
-                    **oos,
-                    "dsr": sweep.dsr,
-                    "pbo": sweep.pbo,
-                    "parameter_sets": float(sweep.table.height),
-                }
-            )
-            run.log_table("sweep", sweep.table)
-            for p in (sweep.plot_path, sweep.summary_path, sweep.top_path):
-                if p is not None and Path(p).exists():
-                    run.log_artifact(p)
+        log_tier1_sweep(parent, sweep)
         _say(
             f"[tier 1] {sweep.table.height} parameter sets, DSR {sweep.dsr:.3f}, "
             f"PBO {sweep.pbo:.3f}; outputs in {sweep.out_dir}"
@@ -233,6 +219,39 @@ def run_pipeline(
             parent.log_table("parity", pl.DataFrame(parity_rows))
         parent.log_metrics({"parity_passed": float(result.parity_passed)})
     return result
+
+
+def log_tier1_sweep(parent: Any, sweep: SweepResult) -> str:
+    """Log a sweep as the ``tier1/vectorbt`` child run of a pipeline; return its run id.
+
+    Metrics: the concatenated walk-forward out-of-sample metrics (the full-sample metrics of
+    candidate 1 when there are no folds), ``dsr``, ``pbo`` and ``parameter_sets``. Artifacts:
+    the results table (one artifact for every parameter set), the folds and top-k tables, and
+    the plot and summary files when they were written.
+
+    Parameters
+    ----------
+    parent
+        The `tierline.tracking.PipelineRun` to log under.
+    sweep
+        What `tierline.sweep.run_sweep` returned.
+    """
+    folds = sweep.walkforward.n_folds if sweep.walkforward else 0
+    with parent.tier(tier="tier1", engine="vectorbt", tags={"role": "sweep"}) as run:
+        run.log_params({"method": sweep.method, "objective": sweep.objective, "folds": folds})
+        oos = sweep.oos_metrics or (sweep.top[0].is_metrics if sweep.top else {})
+        run.log_metrics(
+            {**oos, "dsr": sweep.dsr, "pbo": sweep.pbo, "parameter_sets": float(sweep.table.height)}
+        )
+        run.log_table("sweep", sweep.table)
+        if sweep.walkforward is not None:
+            run.log_table("folds", sweep.walkforward.folds_table())
+        if sweep.top:
+            run.log_table("top", sweep.top_table())
+        for path in (sweep.plot_path, sweep.summary_path):
+            if path is not None and Path(path).exists():
+                run.log_artifact(path)
+        return str(run.run_id)
 
 
 def _fmt(params: dict[str, Any]) -> str:
