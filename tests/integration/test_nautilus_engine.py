@@ -118,6 +118,8 @@ def test_nautilus_trades_equal_reference_trades_on_real_data(
     assert nt.engine == "nautilus"
     assert nt.extra["signal_calls"] == len(bars)
     assert not any("denied" in n or "rejected" in n for n in nt.notes), nt.notes
+    # the equity rebuilt from the fills agrees with nautilus' own account
+    assert not any("differs from the equity" in n for n in nt.notes), nt.notes
 
 
 def test_bittrex_data_has_gaps_and_off_ulp_prices(market_bars: dict[str, pl.DataFrame]) -> None:

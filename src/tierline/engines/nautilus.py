@@ -39,10 +39,12 @@ always give the catalog's float: real files hold values one ulp away from the de
 print as (a third of the Bittrex closes), and one ulp is enough to flip a tie such as an RSI
 of exactly 70. Fills are nautilus' own: prices on the tick, quantities on the lot.
 
-The trades table is built from the fills nautilus reports (price, quantity, commission, time);
-the equity curve (one row per bar, marked at its close) from the same fills and the closes, and
-checked against nautilus' final account balance. No nautilus statistic is used; metrics come
-from `tierline.core.metrics`.
+The trades table is built from the fills nautilus reports (price, quantity, commission, time):
+fees and P&L are nautilus' own (commissions rounded to the quote currency), the return is the
+table's definition applied to the fill prices. The equity curve (one row per bar, marked at its
+close) comes from the same fills and the closes, and is checked against nautilus' final account
+balance (a note if they differ by more than one currency unit per fill). No nautilus statistic
+is used; metrics come from `tierline.core.metrics`.
 
 What differs from the conventions is stated in `BacktestResult.notes`: the quantity is rounded
 down to the lot (the reference trades an unrounded quantity; the remainder stays in cash, so
@@ -65,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from tierline.core.conventions import ExecutionConfig
+from tierline.core.conventions import ExecutionConfig, trade_return
 from tierline.core.result import TRADES_TABLE_SCHEMA, BacktestResult
 from tierline.errors import ConfigError, DataError, EngineError, TierlineError
 from tierline.strategy.contract import SIGNAL_COLUMNS, format_params
@@ -81,7 +83,7 @@ __all__ = ["ENGINE", "run"]
 ENGINE = "nautilus"
 #: Exchange and symbol used when the caller names none (the spec is then inferred from bars).
 _ANON_EXCHANGE, _ANON_SYMBOL = "backtest", "BASE/QUOTE"
-_VENUE = "SIM"
+_VENUE = "TIERLINE"  # a name of our own: cash borrowing is registered per venue name
 _FRAME_COLUMNS = ("date", "open", "high", "low", "close", "volume")
 #: Largest balance, in currency units, that nautilus' double arithmetic keeps to the unit.
 _MAX_EXACT_UNITS = 2**51
@@ -168,7 +170,9 @@ def run(
     trades, equity = _normalise(sim.fills, data, config)
     balance = sim.final_balances.get(spec.quote)
     last = float(equity["equity"][-1])
-    if balance is not None and abs(balance - last) > 1e-9 * max(1.0, abs(last)):
+    # nautilus rounds each balance change to the currency: allow one unit per fill.
+    slack = (len(sim.fills) + 1) * 10.0**-sim.quote_precision + 1e-12 * abs(last)
+    if balance is not None and abs(balance - last) > slack:
         notes.append(
             f"nautilus' final {spec.quote} balance {balance!r} differs from the equity "
             f"{last!r} rebuilt from its fills"
@@ -289,6 +293,7 @@ class _SimResult:
     notes: list[str] = field(default_factory=list)
     signal_calls: int = 0
     final_balances: dict[str, float] = field(default_factory=dict)
+    quote_precision: int = 8
 
 
 @dataclass
@@ -456,6 +461,7 @@ def _simulate(
             notes=notes + ctx.problems,
             signal_calls=ctx.signal_calls,
             final_balances=balances,
+            quote_precision=instrument.quote_currency.precision,
         )
     finally:
         engine.dispose()
@@ -847,7 +853,9 @@ def _normalise(
                 float(entry.qty),
                 float(entry.commission + o.commission),
                 float(proceeds - cost),
-                float(proceeds / cost - 1),
+                # the table's definition, from nautilus' fill prices (its commissions are
+                # rounded to the quote currency, which the P&L keeps)
+                trade_return(float(entry.price), float(o.price), config.fee),
             )
         )
         entry = None
