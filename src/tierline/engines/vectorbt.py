@@ -8,7 +8,9 @@ How each convention of `tierline.core.conventions` is met:
 - all-equity stake: ``size=np.inf`` (vectorbt then buys ``cash / (1 + fee) / open``, the
   conventions' quantity); a fixed stake is an amount per bar,
   ``stake / (open * (1 + fee))`` (vectorbt fills less when cash is short);
-- one long position, no accumulation (``direction="longonly"``, ``accumulate=False``);
+- one long position, no accumulation (``direction="longonly"``, ``accumulate=False``), no
+  minimum order size (``min_size=0``; vectorbt's default 1e-8 rejects the entries of a
+  strategy whose equity has decayed to dust);
 - entry and exit on one bar (exit wins in a position, entry wins when flat; none of
   vectorbt's conflict modes does this): `tierline.engines._vectorbt_nb.resolve_conflicts_nb`
   clears the losing signal of such bars using the position the signals imply, before vectorbt
@@ -152,6 +154,7 @@ def portfolio(
         init_cash=config.initial_cash,
         direction="longonly",
         upon_long_conflict="ignore",  # no conflict is left (resolve_conflicts_nb)
+        min_size=0.0,  # the conventions have no minimum order (vectorbt's default is 1e-8)
         accumulate=False,
         freq=freq,
     )
