@@ -308,7 +308,13 @@ class Strategy:
         return params if self.is_valid(params) else None
 
     def warmup(self, params: Mapping[str, Any]) -> int:
-        """Return the number of bars before the first bar that can carry a signal."""
+        """Return the bars the signal at bar t reads, bar t included.
+
+        A window of exactly this many bars ending at t must reproduce the full-history signal
+        at t (NautilusTrader evaluates on such a rolling window; `tierline check` verifies
+        it), so the first bar that can carry a signal has index ``warmup - 1``. For
+        ``sma_cross`` it is ``slow + 1``: the cross at t compares the means at t-1 and t.
+        """
         return int(self.warmup_fn(params))
 
     # --------------------------------------------------------------- signals
