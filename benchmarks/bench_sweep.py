@@ -8,13 +8,12 @@ sample generator, `tierline.data.sample`, BTC/USDT, seed 7), grid ``fast`` 5..50
 Each contender runs in its own subprocess (peak memory = that process's ``ru_maxrss``, imports
 included) after a small warm-up call (numba compilation and caches are not timed):
 
-- ``sweep-batched``: ``run_sweep`` (grid, no walk-forward) on ``sma_cross`` with a batched
-  signal hook (one window mean per distinct window; the contract's optional ``batch=`` hook).
-  The built-in ``sma_cross`` declares none yet, so the benchmark attaches `sma_cross_batch`
-  below, built on the strategy's own indicator functions; the sweep checks it against the
-  strategy's signal function on the first set of every chunk.
-- ``sweep-plain``: ``run_sweep`` on the built-in ``sma_cross`` as it is (its signal function
-  called once per set).
+- ``sweep-batched``: ``run_sweep`` (grid, no walk-forward) on the built-in ``sma_cross``, which
+  declares a batched signal hook (`sma_cross_batch`: one window mean per distinct window; the
+  contract's optional ``batch=``); the sweep checks it against the strategy's signal function
+  on the first set of every chunk. This is what `tierline sweep` runs.
+- ``sweep-plain``: ``run_sweep`` with the hook removed (the signal function called once per
+  set), to show what a strategy without a hook gets.
 - ``vectorbt-loop``: the plain loop: per set, the strategy's signal function (two moving
   averages per set), then ``Portfolio.from_signals`` (the vectorbt adapter's settings) per
   chunk of 256 columns.
@@ -38,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,44 +64,13 @@ def make_bars(n: int) -> Any:
     return generate_ohlcv_1m(SAMPLE_SYMBOLS[0], seed=7, days=days).head(n)
 
 
-def sma_cross_batch(
-    bars: Any, params_list: Sequence[Mapping[str, Any]]
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Batched ``sma_cross`` signals: each window's mean computed once for the whole sweep.
-
-    Same indicator function (``window_mean``) and the same comparisons as
-    `tierline.strategies.sma_cross`, so the signals are identical; ``x[t-1]`` is read by
-    slicing instead of a shifted copy (at bar 0 the strategy compares with NaN: False).
-    """
-    from tierline.strategies._indicators import window_mean
-
-    close = bars["close"].to_numpy(dtype=np.float64)
-    n = len(close)
-    cache: dict[int, np.ndarray] = {}
-
-    def ma(w: int) -> np.ndarray:
-        if w not in cache:
-            cache[w] = window_mean(close, w)
-        return cache[w]
-
-    for p in params_list:
-        f, s = ma(int(p["fast"])), ma(int(p["slow"]))
-        enter = np.zeros(n, dtype=bool)
-        exit_ = np.zeros(n, dtype=bool)
-        enter[1:] = (f[1:] > s[1:]) & (f[:-1] <= s[:-1])
-        exit_[1:] = (f[1:] < s[1:]) & (f[:-1] >= s[:-1])
-        yield enter, exit_
-
-
 def _strategy(batched: bool) -> Any:
     import dataclasses
 
     from tierline.strategy import get_strategy
 
-    s = get_strategy("sma_cross")
-    if batched and s.batch_fn is None:
-        s = dataclasses.replace(s, batch_fn=sma_cross_batch)
-    return s
+    s = get_strategy("sma_cross")  # declares the batched hook `sma_cross_batch`
+    return s if batched else dataclasses.replace(s, batch_fn=None)
 
 
 # ------------------------------------------------------------------------------- phases

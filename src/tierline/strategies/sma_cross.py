@@ -18,7 +18,7 @@ full history and on the last ``warmup`` bars.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +29,35 @@ from tierline.strategy.contract import Constraint, Int, strategy
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["sma_cross"]
+__all__ = ["sma_cross", "sma_cross_batch"]
+
+
+def sma_cross_batch(
+    bars: pd.DataFrame, params_list: Sequence[Mapping[str, Any]]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(enter_long, exit_long)`` for many parameter sets, each window's mean once.
+
+    The sweep's batched hook: the same indicator (`window_mean`) and comparisons as
+    `sma_cross`, so the signals are identical (the sweep checks the first set of every chunk
+    against `sma_cross` itself); ``x[t-1]`` is read by slicing (at bar 0 the single-set
+    function compares with NaN: no signal).
+    """
+    close = bars["close"].to_numpy(dtype=np.float64)
+    n = len(close)
+    cache: dict[int, np.ndarray] = {}
+
+    def ma(w: int) -> np.ndarray:
+        if w not in cache:
+            cache[w] = window_mean(close, w)
+        return cache[w]
+
+    for p in params_list:
+        f, s = ma(int(p["fast"])), ma(int(p["slow"]))
+        enter = np.zeros(n, dtype=bool)
+        exit_ = np.zeros(n, dtype=bool)
+        enter[1:] = (f[1:] > s[1:]) & (f[:-1] <= s[:-1])
+        exit_[1:] = (f[1:] < s[1:]) & (f[:-1] >= s[:-1])
+        yield enter, exit_
 
 
 @strategy(
@@ -40,6 +68,7 @@ __all__ = ["sma_cross"]
     ],
     constraints=[Constraint("fast < slow", lambda p: p["fast"] < p["slow"])],
     warmup=lambda p: p["slow"] + 1,
+    batch=sma_cross_batch,
 )
 def sma_cross(bars: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
     """Enter when SMA(fast) crosses above SMA(slow) of the close; exit on the cross below.
