@@ -334,6 +334,20 @@ def test_cli_sweep_prints_candidates_and_writes_outputs(
     assert len(runs) == 1
     assert f"results: {Path('runs') / 'sma_cross' / runs[0].name / 'results.parquet'}" in out
     assert pl.read_parquet(runs[0] / "results.parquet").height == 16
+    # logged to MLflow: a pipeline parent with the tier-1 child holding the sweep
+    import json
+
+    from tierline.tracking import Tracker
+
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    record = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").latest_pipeline("sma_cross")
+    assert record is not None and record.status == "FINISHED"
+    (tier1,) = record.find("tier1", "vectorbt")
+    assert tier1.metrics["parameter_sets"] == 16
+    assert tier1.metrics["dsr"] == pytest.approx(summary["dsr"], abs=1e-12)
+    assert tier1.metrics["sharpe"] == pytest.approx(
+        summary["walkforward"]["oos_metrics"]["sharpe"], abs=1e-12
+    )
     # bad --values is a clean configuration error (exit code 2)
     assert main(["--data-dir", str(data), "sweep", "sma_cross", "--values", "fast=9:1"]) == 2
 

@@ -82,6 +82,14 @@ def register(sub: Any) -> None:
     )
     o.add_argument("--pbo-splits", type=int, default=16, help="CSCV blocks S (default 16)")
     o.add_argument("--no-plot", action="store_true", help="do not write the plots")
+    o.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)"
+    )
+    o.add_argument(
+        "--no-track",
+        action="store_true",
+        help="do not log to MLflow (default: a pipeline parent run with the tier-1 child)",
+    )
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)
 
@@ -242,4 +250,41 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if result.plot_path:
         print(f"plot:    {result.plot_path}")
     print(f"summary: {result.summary_path}")
+    if not args.no_track:
+        run_id = _track(args, strategy, bars, config, result)
+        print(f"MLflow:  pipeline run {run_id} (tier1/vectorbt child); `tierline runs` or make ui")
     return 0
+
+
+def _track(args: argparse.Namespace, strategy: Any, bars: Any, config: Any, result: Any) -> str:
+    """Log the sweep as a pipeline parent with its tier-1 child; return the parent run id."""
+    import sys
+
+    from tierline.pipeline import log_tier1_sweep
+    from tierline.tracking import DatasetRef, Tracker
+
+    tracker = Tracker(args.tracking_uri)
+    dataset = DatasetRef.from_bars(
+        bars,
+        exchange=args.exchange,
+        symbol=args.symbol,
+        timeframe=args.timeframe,
+        synthetic=args.exchange == "synthetic",
+    )
+    run_config = {
+        "fee": config.fee,
+        "initial_cash": config.initial_cash,
+        "stake": config.stake,
+        "method": result.method,
+        "objective": result.objective,
+        "folds": args.folds,
+    }
+    with tracker.pipeline(
+        strategy=strategy.name,
+        dataset=dataset,
+        config=run_config,
+        argv=sys.argv,
+        tags={"source": "tierline sweep"},
+    ) as parent:
+        log_tier1_sweep(parent, result)
+    return str(parent.run_id)
