@@ -69,6 +69,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tierline.core.metric_names import METRIC_NAMES
 from tierline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -117,17 +118,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TIERS: tuple[str, ...] = ("tier1", "tier2", "tier3")
 ENGINES: tuple[str, ...] = ("vectorbt", "reference", "nautilus", "freqtrade", "hftbacktest")
 #: The metric names every tier logs (`tierline.core.metrics.compute_metrics`'s keys).
-COMMON_METRICS: tuple[str, ...] = (
-    "total_return",
-    "cagr",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "trades",
-    "win_rate",
-    "profit_factor",
-    "exposure",
-)
+COMMON_METRICS: tuple[str, ...] = METRIC_NAMES
 #: What +/-inf metrics are logged as (see the module docstring).
 INF_SENTINEL = sys.float_info.max
 #: Artifact paths of the trades table and the equity curve of a tier run.

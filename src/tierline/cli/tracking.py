@@ -8,23 +8,15 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tierline.core.metric_names import METRIC_NAMES
+
 if TYPE_CHECKING:
     from tierline.tracking import PipelineRecord
 
 __all__ = ["register"]
 
 #: Metrics `tierline runs` shows, one row each, tiers side by side.
-KEY_METRICS: tuple[str, ...] = (
-    "total_return",
-    "cagr",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "trades",
-    "win_rate",
-    "profit_factor",
-    "exposure",
-)
+KEY_METRICS: tuple[str, ...] = METRIC_NAMES
 
 
 def _add_uri(p: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from tierline.core.metric_names import METRIC_NAMES
 from tierline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -18,17 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["METRIC_NAMES", "PERIODS_PER_YEAR", "compute_metrics"]
 
 #: The metric names, in the order they are printed and logged.
-METRIC_NAMES: tuple[str, ...] = (
-    "total_return",
-    "cagr",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "trades",
-    "win_rate",
-    "profit_factor",
-    "exposure",
-)
+METRIC_NAMES: tuple[str, ...] = METRIC_NAMES
 #: Daily returns per year (crypto trades every day): the annualisation factor is its root.
 PERIODS_PER_YEAR = 365
 _DAY_NS = 86_400 * 10**9

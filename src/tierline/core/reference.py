@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tierline.core.conventions import ExecutionConfig, trade_return
-from tierline.core.result import TRADES_TABLE_SCHEMA, BacktestResult
+from tierline.core.result import BacktestResult, trades_from_rows
 from tierline.errors import DataError
 
 if TYPE_CHECKING:
@@ -139,15 +139,7 @@ def run(
         # 4. mark at the close
         equity.append(cash + qty * closes[t] if in_position else cash)
 
-    trades = pl.DataFrame(
-        rows,
-        schema=["entry_ts", "exit_ts", "entry_price", "exit_price", "qty", "fees", "pnl", "return"],
-        orient="row",
-    ).with_columns(
-        pl.col("entry_ts", "exit_ts").cast(pl.Datetime("ns", "UTC")),
-        pl.exclude("entry_ts", "exit_ts").cast(pl.Float64),
-    )
-    trades = trades.select(pl.col(c).cast(d) for c, d in TRADES_TABLE_SCHEMA.items())
+    trades = trades_from_rows(rows)
     curve = pl.DataFrame(
         {
             "ts": bars["ts"].cast(pl.Datetime("ns", "UTC")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,13 @@ import polars as pl
 
 from tierline.errors import EngineError
 
-__all__ = ["TRADES_TABLE_SCHEMA", "BacktestResult", "empty_trades", "write_trades_table"]
+__all__ = [
+    "TRADES_TABLE_SCHEMA",
+    "BacktestResult",
+    "empty_trades",
+    "trades_from_rows",
+    "write_trades_table",
+]
 
 TS = pl.Datetime("ns", "UTC")
 #: The trades table every engine produces (one row per closed round trip).
@@ -24,6 +31,21 @@ TRADES_TABLE_SCHEMA: dict[str, pl.DataType] = {
     "pnl": pl.Float64(),  # quote P&L net of fees
     "return": pl.Float64(),  # exit*(1-f)/(entry*(1+f)) - 1
 }
+
+
+def trades_from_rows(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
+    """Return a trades table from row tuples in `TRADES_TABLE_SCHEMA` column order.
+
+    Timestamps may be epoch nanoseconds or datetimes.
+    """
+    cols = list(TRADES_TABLE_SCHEMA)
+    if not rows:
+        return empty_trades()
+    df = pl.DataFrame(rows, schema=cols, orient="row")
+    return df.with_columns(
+        pl.col("entry_ts", "exit_ts").cast(pl.Datetime("ns", "UTC")),
+        pl.exclude("entry_ts", "exit_ts").cast(pl.Float64),
+    ).select(pl.col(c).cast(d) for c, d in TRADES_TABLE_SCHEMA.items())
 
 
 def empty_trades() -> pl.DataFrame:

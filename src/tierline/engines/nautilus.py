@@ -68,7 +68,7 @@ import numpy as np
 import polars as pl
 
 from tierline.core.conventions import ExecutionConfig, trade_return
-from tierline.core.result import TRADES_TABLE_SCHEMA, BacktestResult
+from tierline.core.result import BacktestResult, trades_from_rows
 from tierline.errors import ConfigError, DataError, EngineError, TierlineError
 from tierline.strategy.contract import SIGNAL_COLUMNS, format_params
 
@@ -859,15 +859,7 @@ def _normalise(
             )
         )
         entry = None
-    trades = pl.DataFrame(
-        rows,
-        schema=["entry_ts", "exit_ts", "entry_price", "exit_price", "qty", "fees", "pnl", "return"],
-        orient="row",
-    ).with_columns(
-        pl.col("entry_ts", "exit_ts").cast(pl.Datetime("ns", "UTC")),
-        pl.exclude("entry_ts", "exit_ts").cast(pl.Float64),
-    )
-    trades = trades.select(pl.col(c).cast(d) for c, d in TRADES_TABLE_SCHEMA.items())
+    trades = trades_from_rows(rows)
     cash = config.initial_cash + np.cumsum(cash_delta)
     held = np.cumsum(qty_delta)
     held[np.abs(held) < 1e-12] = 0.0
