@@ -211,3 +211,18 @@ def test_funding_rate_file_is_not_imported_as_bars(
     )
     assert rc == 3
     assert "funding_rate" in capsys.readouterr().err
+
+
+def test_freqtrade_parquet_ohlcv_is_detected_and_equals_the_feather(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # ../shared has no freqtrade .parquet file: write the real feather bars the way
+    # freqtrade's parquet data handler stores them (same columns, tz-aware `date`)
+    feather = shared_data / "ohlcv/binance_spot_2024_genetrader/ETH_USDT-1h.feather"
+    parquet = tmp_path / "ETH_USDT-1h.parquet"
+    pl.read_ipc(feather).write_parquet(parquet)
+    assert detect_format(parquet) == "freqtrade-parquet"
+    _, a = load(feather, None, ImportOptions(symbol="ETH/USDT"))
+    _, b = load(parquet, None, ImportOptions(symbol="ETH/USDT"))
+    assert b.timeframe == "1h" and a.ohlcv is not None and b.ohlcv is not None
+    assert b.ohlcv.equals(a.ohlcv) and len(b.ohlcv) == 5_980
