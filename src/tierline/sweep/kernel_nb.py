@@ -74,6 +74,29 @@ def _is_close_nb(a: float, b: float) -> bool:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _write_trade_nb(
+    row: np.ndarray,
+    entry_idx: int,
+    exit_idx: int,
+    entry_price: float,
+    exit_price: float,
+    qty: float,
+    entry_fees: float,
+    exit_fees: float,
+    pnl: float,
+) -> None:  # pragma: no cover - compiled
+    """Fill one trade record (columns as `N_TRADE_FIELDS` describes)."""
+    row[0] = entry_idx
+    row[1] = exit_idx
+    row[2] = entry_price
+    row[3] = exit_price
+    row[4] = qty
+    row[5] = entry_fees
+    row[6] = exit_fees
+    row[7] = pnl
+
+
+@njit(cache=True)
 def _add_nb(a: float, b: float) -> float:  # pragma: no cover - compiled
     """vectorbt's ``add_nb``: a sum that snaps to 0 when the terms (nearly) cancel."""
     if np.sign(a) != np.sign(b):
@@ -179,15 +202,17 @@ def simulate_nb(
             cash_v = _add_nb(cash_v, pos * price - exit_fees)
             pnl = (price - entry_price) * pos - entry_fees - exit_fees
             if record_tr:
-                row = trades_out[n_trades]
-                row[0] = entry_idx
-                row[1] = t
-                row[2] = entry_price
-                row[3] = price
-                row[4] = pos
-                row[5] = entry_fees
-                row[6] = exit_fees
-                row[7] = pnl
+                _write_trade_nb(
+                    trades_out[n_trades],
+                    entry_idx,
+                    t,
+                    entry_price,
+                    price,
+                    pos,
+                    entry_fees,
+                    exit_fees,
+                    pnl,
+                )
             n_trades += 1
             if pnl > 0:
                 wins += 1
@@ -211,15 +236,17 @@ def simulate_nb(
             exit_fees = pos * price * fee
             pnl = (price - entry_price) * pos - entry_fees - exit_fees
             if record_tr:
-                row = trades_out[n_trades]
-                row[0] = entry_idx
-                row[1] = n
-                row[2] = entry_price
-                row[3] = price
-                row[4] = pos
-                row[5] = entry_fees
-                row[6] = exit_fees
-                row[7] = pnl
+                _write_trade_nb(
+                    trades_out[n_trades],
+                    entry_idx,
+                    n,
+                    entry_price,
+                    price,
+                    pos,
+                    entry_fees,
+                    exit_fees,
+                    pnl,
+                )
             n_trades += 1
             if pnl > 0:
                 wins += 1
