@@ -1,0 +1,1 @@
+"""Promotion: the gate, the champion registry and the hand-off to freqtrade."""
