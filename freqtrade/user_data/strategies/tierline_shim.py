@@ -4,6 +4,11 @@ The strategy and its parameters come from the config's ``tierline`` section (or 
 record it names), resolved by `tierline.engines.freqtrade.shim_settings`::
 
     "tierline": {"strategy": "sma_cross", "params": {"fast": 10, "slow": 50}, "stake": null}
+    "tierline": {"registry": "../../registry/sma_cross.json", "protections": [...]}
+
+A relative ``registry`` path is resolved against the config file's folder. Freqtrade
+protections come from ``tierline.protections`` (freqtrade no longer reads them from a config;
+the strategy's ``protections`` property returns them).
 
 Everything that decides trades lives in the strategy's signal function; this class only makes
 freqtrade follow tierline's execution conventions (see `tierline.engines.freqtrade`): no ROI,
@@ -60,6 +65,13 @@ class TierlineShim(IStrategy):
         self._live = config.get("runmode") in TRADE_MODES
         if self._live:
             self.custom_exit = self._live_custom_exit  # type: ignore[method-assign]
+
+    @property
+    def protections(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        # Freqtrade 2026.9 refuses "protections" in a config; a strategy property is where
+        # they go. The champion's config carries the policy's as tierline.protections.
+        section = self.config.get("tierline") or {}
+        return [dict(p) for p in section.get("protections") or ()]
 
     def populate_indicators(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
         return dataframe

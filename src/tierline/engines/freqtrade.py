@@ -126,6 +126,7 @@ __all__ = [
     "ShimSettings",
     "ShimSignals",
     "ccxt_markets",
+    "config_relative_path",
     "conflict_exit",
     "default_instrument",
     "exchange_info",
@@ -574,7 +575,10 @@ def shim_settings(ft_config: Mapping[str, Any]) -> ShimSettings:
     knows, or one `run` pinned), ``params`` (a mapping, defaults filled in), ``stake`` (fixed
     quote stake or null), optionally ``strategies_dir`` (user strategies folder) and
     ``registry`` (path of a ``registry/<strategy>.json`` record whose ``strategy`` and
-    ``params`` are used; keys in the section win over the record's).
+    ``params`` are used; keys in the section win over the record's). A relative ``registry``
+    or ``strategies_dir`` is resolved against the folder of each config file freqtrade loaded
+    (``config_files``), the first that exists winning, else against the working directory: a
+    config in ``freqtrade/user_data`` names ``../../registry/x.json`` and works from anywhere.
 
     Raises
     ------
@@ -585,7 +589,7 @@ def shim_settings(ft_config: Mapping[str, Any]) -> ShimSettings:
 
     section = dict(ft_config.get("tierline") or {})
     if section.get("registry"):
-        record_path = Path(section["registry"])
+        record_path = config_relative_path(section["registry"], ft_config)
         try:
             record = json.loads(record_path.read_text())
         except (OSError, ValueError) as e:
@@ -604,7 +608,7 @@ def shim_settings(ft_config: Mapping[str, Any]) -> ShimSettings:
     strategy = _PINNED.get(name)
     if strategy is None:
         folder = section.get("strategies_dir")
-        strategy = get_strategy(name, Path(folder) if folder else None)
+        strategy = get_strategy(name, config_relative_path(folder, ft_config) if folder else None)
     params = strategy.validate_params(section.get("params") or {})
     stake = section.get("stake")
     if stake is not None:
@@ -617,6 +621,25 @@ def shim_settings(ft_config: Mapping[str, Any]) -> ShimSettings:
         stake=stake,
         startup_candles=max(strategy.warmup(params) - 1, 0),
     )
+
+
+def config_relative_path(value: str | Path, ft_config: Mapping[str, Any]) -> Path:
+    """Return a path named in a freqtrade config, resolving a relative one.
+
+    An absolute path is returned as is; a relative one is tried against the folder of each
+    file in ``ft_config["config_files"]`` (what freqtrade loaded), the first that exists
+    winning, and is otherwise left relative to the working directory.
+    """
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    for name in ft_config.get("config_files") or ():
+        if name == "-":
+            continue
+        candidate = Path(name).resolve().parent / path
+        if candidate.exists():
+            return candidate
+    return path
 
 
 def shim_signals(
