@@ -5,20 +5,25 @@ default, 20k with ``--quick``), with the same venue, instrument and engine setti
 bypassed, no post-run analysis):
 
 - ``adapter``: ``tierline.engines.nautilus.run`` with the built-in ``sma_cross`` (fast 10,
-  slow 50): the signal function is called per bar on a 51-bar window, orders fill at the next
-  bar's open through the open-tick mechanism, and the result is normalised;
+  slow 50) as users get it: its per-bar hook (``on_bar=``) is called per bar on a 51-bar
+  rolling window of NumPy arrays, orders fill at the next bar's open through the open-tick
+  mechanism, and the result is normalised;
 - ``baseline``: a hand-written nautilus strategy with nautilus' own ``SimpleMovingAverage``
   indicators, crossing rules on bars, market orders filled by the bars themselves.
 
-Two more figures split the adapter's time:
+More figures split the time and show the path a strategy without the hook takes:
 
-- ``signal_only``: the strategy's signal function alone on the same rolling windows (no
-  nautilus): the per-bar pandas call that any live-style adapter pays;
-- ``machinery``: the adapter with that call replaced by a lookup of precomputed signals (a
+- ``adapter_frame``: the adapter with the same strategy minus its hook, so the vectorised
+  signal function is called per bar on the 51-bar window as a pandas frame (the path of
+  every strategy that declares no ``on_bar``);
+- ``on_bar_only`` / ``signal_only``: the hook, and the signal function on frames, alone on the
+  same rolling windows (no nautilus);
+- ``machinery``: the adapter with the hook replaced by a lookup of precomputed signals (a
   measurement harness only, never how the adapter runs): the cost of the adapter itself
-  (open ticks, ring buffers, frames, orders, normalisation) on top of nautilus.
+  (open ticks, ring buffers, orders, normalisation) on top of nautilus.
 
-Writes ``bench/results/nautilus.json`` (ratio = adapter / baseline; target <= 1.3).
+All adapter runs must give the same trades. Writes ``bench/results/nautilus.json`` (ratio =
+adapter / baseline; target <= 1.3).
 
 Usage::
 
@@ -68,15 +73,13 @@ def synthetic_bars(n: int, seed: int = 42) -> pl.DataFrame:
     )
 
 
-def run_adapter(bars: pl.DataFrame) -> tuple[float, int]:
-    """Return (seconds, trades) for the adapter running the built-in sma_cross."""
+def _run(strategy: Any, bars: pl.DataFrame) -> tuple[float, int]:
     from tierline.core.conventions import ExecutionConfig
     from tierline.engines import nautilus
-    from tierline.strategies.sma_cross import sma_cross
 
     t0 = time.perf_counter()
     result = nautilus.run(
-        sma_cross,
+        strategy,
         bars,
         {"fast": FAST, "slow": SLOW},
         ExecutionConfig(),
@@ -86,43 +89,43 @@ def run_adapter(bars: pl.DataFrame) -> tuple[float, int]:
     return time.perf_counter() - t0, len(result.trades)
 
 
-def run_machinery(bars: pl.DataFrame) -> tuple[float, int]:
-    """Return (seconds, trades) for the adapter with the signal function replaced by a lookup."""
-    import dataclasses
-
-    import pandas as pd
-
-    from tierline.core.bars import to_strategy_frame
-    from tierline.core.conventions import ExecutionConfig
-    from tierline.engines import nautilus
+def run_adapter(bars: pl.DataFrame) -> tuple[float, int]:
+    """Return (seconds, trades) for the adapter running the built-in sma_cross."""
     from tierline.strategies.sma_cross import sma_cross
 
-    params = {"fast": FAST, "slow": SLOW}
-    sig = sma_cross.signals(to_strategy_frame(bars), params)
-    enter, exit_ = sig.enter_long.tolist(), sig.exit_long.tolist()
+    assert sma_cross.on_bar_fn is not None
+    return _run(sma_cross, bars)
+
+
+def run_adapter_frame(bars: pl.DataFrame) -> tuple[float, int]:
+    """Return (seconds, trades) for the adapter running sma_cross without its per-bar hook."""
+    import dataclasses
+
+    from tierline.strategies.sma_cross import sma_cross
+
+    return _run(dataclasses.replace(sma_cross, on_bar_fn=None), bars)
+
+
+def run_machinery(bars: pl.DataFrame) -> tuple[float, int]:
+    """Return (seconds, trades) for the adapter with the per-bar hook replaced by a lookup."""
+    import dataclasses
+
+    from tierline.core.bars import to_strategy_frame
+    from tierline.strategies.sma_cross import sma_cross
+
+    sig = sma_cross.signals(to_strategy_frame(bars), {"fast": FAST, "slow": SLOW})
+    pairs = list(zip(sig.enter_long.tolist(), sig.exit_long.tolist(), strict=True))
     state = {"i": -1}
-    frames: dict[tuple[int, bool, bool], pd.DataFrame] = {}
 
-    def lookup(window: pd.DataFrame, p: Any) -> pd.DataFrame:
+    def lookup(window: Any, p: Any) -> tuple[bool, bool]:
         state["i"] += 1
-        key = (len(window), enter[state["i"]], exit_[state["i"]])
-        out = frames.get(key)
-        if out is None:
-            e, x = np.zeros(key[0], dtype=bool), np.zeros(key[0], dtype=bool)
-            e[-1], x[-1] = key[1], key[2]
-            out = frames[key] = pd.DataFrame({"enter_long": e, "exit_long": x})
-        return out
+        return pairs[state["i"]]
 
-    harness = dataclasses.replace(sma_cross, signal_fn=lookup)
-    t0 = time.perf_counter()
-    result = nautilus.run(
-        harness, bars, params, ExecutionConfig(), exchange="synthetic", symbol="BTC/USDT"
-    )
-    return time.perf_counter() - t0, len(result.trades)
+    return _run(dataclasses.replace(sma_cross, on_bar_fn=lookup), bars)
 
 
 def run_signal_only(bars: pl.DataFrame) -> float:
-    """Return seconds spent calling the signal function per bar on 51-bar windows alone."""
+    """Return seconds spent calling the signal function per bar on 51-bar frames alone."""
     from tierline.core.bars import to_strategy_frame
     from tierline.strategies.sma_cross import sma_cross
 
@@ -135,6 +138,24 @@ def run_signal_only(bars: pl.DataFrame) -> float:
     for v in views:
         out = sma_cross.signal_fn(v, params)
         bool(out["enter_long"].to_numpy()[-1])
+    return time.perf_counter() - t0
+
+
+def run_on_bar_only(bars: pl.DataFrame) -> float:
+    """Return seconds spent calling the per-bar hook on 51-bar windows of arrays alone."""
+    from tierline.core.bars import to_strategy_frame
+    from tierline.strategies.sma_cross import sma_cross
+    from tierline.strategy.contract import BarWindow
+
+    whole = BarWindow.from_frame(to_strategy_frame(bars))
+    params = {"fast": FAST, "slow": SLOW}
+    w = sma_cross.warmup(params)
+    windows = [whole.tail(i + 1, w) for i in range(len(whole))]
+    fn = sma_cross.on_bar_fn
+    assert fn is not None
+    t0 = time.perf_counter()
+    for win in windows:
+        fn(win, params)
     return time.perf_counter() - t0
 
 
@@ -264,35 +285,47 @@ def main(argv: list[str] | None = None) -> int:
         f"baseline (hand-written nautilus SMA cross): {baseline_s:.2f} s, {baseline_orders} orders"
     )
     adapter_s, adapter_trades = run_adapter(bars)
-    print(f"adapter (tierline sma_cross in nautilus):  {adapter_s:.2f} s, {adapter_trades} trades")
+    print(f"adapter (sma_cross with its on_bar hook):  {adapter_s:.2f} s, {adapter_trades} trades")
+    frame_s, frame_trades = run_adapter_frame(bars)
+    print(f"adapter (sma_cross, no hook: frames):     {frame_s:.2f} s, {frame_trades} trades")
+    on_bar_s = run_on_bar_only(bars)
+    print(f"on_bar hook alone on the windows:          {on_bar_s:.2f} s")
     signal_s = run_signal_only(bars)
-    print(f"signal function alone on the windows:      {signal_s:.2f} s")
+    print(f"signal function alone on the frames:       {signal_s:.2f} s")
     machinery_s, machinery_trades = run_machinery(bars)
     print(
         f"adapter with signals looked up (harness):   {machinery_s:.2f} s, "
         f"{machinery_trades} trades"
     )
+    if not adapter_trades == frame_trades == machinery_trades:
+        raise SystemExit(
+            f"the adapter runs disagree: {adapter_trades} / {frame_trades} / {machinery_trades} "
+            "trades (hook / frames / lookup)"
+        )
     ratio = adapter_s / baseline_s
-    overhead = (adapter_s - signal_s) / baseline_s
+    frame_ratio = frame_s / baseline_s
     machinery_ratio = machinery_s / baseline_s
     print(
-        f"ratio adapter/baseline {ratio:.2f}x (target <= {TARGET_RATIO}x); adapter minus the "
-        f"signal function {overhead:.2f}x; adapter machinery alone {machinery_ratio:.2f}x"
+        f"ratio adapter/baseline {ratio:.2f}x (target <= {TARGET_RATIO}x); without the hook "
+        f"(frames) {frame_ratio:.2f}x; adapter machinery alone {machinery_ratio:.2f}x"
     )
     figures = {
         "benchmark": "tier2_nautilus",
         "bars": n,
         "timeframe": "1m",
-        "strategy": {"name": "sma_cross", "fast": FAST, "slow": SLOW},
+        "strategy": {"name": "sma_cross", "fast": FAST, "slow": SLOW, "signal_path": "on_bar"},
         "baseline_s": round(baseline_s, 3),
         "baseline_orders": baseline_orders,
         "adapter_s": round(adapter_s, 3),
         "adapter_trades": adapter_trades,
-        "signal_only_s": round(signal_s, 3),
         "adapter_bars_per_s": round(n / adapter_s, 1),
         "baseline_bars_per_s": round(n / baseline_s, 1),
         "ratio": round(ratio, 3),
-        "ratio_without_signal_fn": round(overhead, 3),
+        "on_bar_only_s": round(on_bar_s, 3),
+        "adapter_frame_s": round(frame_s, 3),
+        "adapter_frame_trades": frame_trades,
+        "ratio_frame": round(frame_ratio, 3),
+        "signal_only_s": round(signal_s, 3),
         "machinery_s": round(machinery_s, 3),
         "machinery_trades": machinery_trades,
         "ratio_machinery": round(machinery_ratio, 3),

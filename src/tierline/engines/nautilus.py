@@ -2,9 +2,18 @@
 
 The strategy runs as it would run live: a nautilus ``Strategy`` receives the bars one by one,
 keeps the last ``strategy.warmup(params)`` of them in NumPy ring buffers and, on every bar,
-calls the strategy's signal function on that window (a frame laid out like
-`tierline.core.bars.to_strategy_frame`: ``date, open, high, low, close, volume``, RangeIndex)
-and reads its last row. Signals are never computed ahead of time.
+computes the signal of that bar from that window alone. Signals are never computed ahead of
+time. Two ways, chosen by the strategy:
+
+- its per-bar hook (``on_bar=`` of `tierline.strategy.strategy`), when it declares one: the
+  window as a `BarWindow` of read-only NumPy views into the ring buffers, no pandas at all.
+  The hook is checked against the vectorised signal function by `tierline check`
+  (`tierline.core.causality.check_causality`);
+- otherwise its vectorised signal function, on the window as a frame laid out like
+  `tierline.core.bars.to_strategy_frame` (``date, open, high, low, close, volume``,
+  RangeIndex), reading the last row. Correct for any strategy, but building a frame and
+  running pandas code on every bar costs several times what nautilus itself spends per bar
+  (see ``benchmarks/bench_tier2_nautilus.py``), hence the hook.
 
 How the execution conventions (`tierline.core.conventions`) are met
 -------------------------------------------------------------------
@@ -70,7 +79,7 @@ import polars as pl
 from tierline.core.conventions import ExecutionConfig, trade_return
 from tierline.core.result import BacktestResult, trades_from_rows
 from tierline.errors import ConfigError, DataError, EngineError, TierlineError
-from tierline.strategy.contract import SIGNAL_COLUMNS, format_params
+from tierline.strategy.contract import SIGNAL_COLUMNS, BarWindow, bar_signal_pair, format_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,7 +113,8 @@ def run(
     Parameters
     ----------
     strategy
-        The strategy; its signal function is called once per bar on a rolling window.
+        The strategy; its per-bar hook, or else its signal function, is called once per bar
+        on a rolling window.
     bars
         Catalog OHLCV bars: ``ts`` (bar open, UTC), ``open, high, low, close, volume``, sorted.
     params
@@ -192,6 +202,8 @@ def run(
             "warmup": strategy.warmup(checked),
             "instrument": spec,
             "signal_calls": sim.signal_calls,
+            # which of the strategy's functions produced the signals
+            "signal_path": "on_bar" if strategy.on_bar_fn is not None else "frame",
             "final_balances": sim.final_balances,
         },
     )
@@ -308,7 +320,7 @@ class _Context:
     step_ns: int
     ts: np.ndarray
     close_ns: np.ndarray
-    ohlcv: np.ndarray  # (5, n): open, high, low, close, volume as catalog floats
+    ohlcv: np.ndarray  # (n, 5): open, high, low, close, volume as catalog floats
     fee: Decimal
     lot: Decimal
     base_unit: Decimal
@@ -427,7 +439,10 @@ def _simulate(
             step_ns=data.step_ns,
             ts=data.ts,
             close_ns=close_ns.astype(np.int64),
-            ohlcv=np.vstack([data.open, data.high, data.low, data.close, data.volume]),
+            # one contiguous row per bar: the window copies a bar in one assignment
+            ohlcv=np.ascontiguousarray(
+                np.column_stack([data.open, data.high, data.low, data.close, data.volume])
+            ),
             fee=Decimal(repr(config.fee)),
             lot=instrument.size_increment.as_decimal(),
             base_unit=Decimal(1).scaleb(-instrument.base_currency.precision),
@@ -544,6 +559,8 @@ def _make_strategy_class() -> Any:
             self._bar_type = bar_type
             self._window = _RingWindow(ctx.window)
             self._fn = ctx.strategy.signal_fn
+            self._on_bar_fn = ctx.strategy.on_bar_fn
+            self._name = ctx.strategy.name
             self._params = ctx.params
             self._i = -1
             self._pending: str | None = None
@@ -568,14 +585,25 @@ def _make_strategy_class() -> Any:
                 )
                 raise ctx.error
             # The catalog's floats of this bar (nautilus' fixed-point copy can be an ulp off).
-            self._window.push(ctx.ts[i], ctx.ohlcv[:, i])
-            frame = self._window.frame()
-            try:
-                out = self._fn(frame, self._params)
-                enter, exit_ = _last_signals(out, len(frame))
-            except Exception as e:
-                ctx.error = _strategy_error(ctx, i, len(frame), e)
-                raise
+            window = self._window
+            window.push(ctx.ts[i], ctx.ohlcv[i])
+            if self._on_bar_fn is not None:  # the strategy's per-bar hook on NumPy arrays
+                arrays = window.arrays()
+                try:
+                    enter, exit_ = bar_signal_pair(
+                        self._name, self._on_bar_fn(arrays, self._params)
+                    )
+                except Exception as e:
+                    ctx.error = _strategy_error(ctx, i, len(arrays), e, hook="on_bar")
+                    raise
+            else:  # the vectorised signal function on a frame, reading its last row
+                frame = window.frame()
+                try:
+                    out = self._fn(frame, self._params)
+                    enter, exit_ = _last_signals(out, len(frame))
+                except Exception as e:
+                    ctx.error = _strategy_error(ctx, i, len(frame), e)
+                    raise
             ctx.signal_calls += 1
             if i >= ctx.n_bars - 1:  # last bar: no next open; a held position is force-closed
                 self._pending = "exit" if self._in_position else None
@@ -661,14 +689,16 @@ def _make_strategy_class() -> Any:
     return SignalStrategy
 
 
-def _strategy_error(ctx: _Context, i: int, rows: int, e: Exception) -> EngineError:
+def _strategy_error(
+    ctx: _Context, i: int, rows: int, e: Exception, *, hook: str | None = None
+) -> EngineError:
     import pandas as pd
 
     when = pd.Timestamp(int(ctx.ts[i]), tz="UTC") if i < len(ctx.ts) else "?"
     if isinstance(e, EngineError):
         detail = str(e)
     else:
-        detail = f"raised {type(e).__name__}: {e}"
+        detail = f"{hook + ' ' if hook else ''}raised {type(e).__name__}: {e}"
     return EngineError(
         f"strategy {ctx.strategy.name!r} {detail} inside nautilus at bar {i} (open {when}; "
         f"params {format_params(ctx.params)}, window of {rows} bars)"
@@ -720,7 +750,13 @@ class _RingWindow:
     """The last ``size`` bars in doubled ring buffers: every window is one contiguous slice.
 
     Bar k is written at ``k % size`` and ``k % size + size``, so the last ``m`` bars always
-    sit at ``[s, s + m)`` for ``s = (k - m + 1) % size``.
+    sit at ``[s, s + m)`` for ``s = (k - m + 1) % size``. The buffers only ever hold bars
+    already delivered: nothing in a window, or behind its arrays, lies in the future.
+
+    Two read-outs: `frame` (a fresh pandas frame, for signal functions) and `arrays` (a
+    `BarWindow` of read-only views, for per-bar hooks). Once ``size`` bars have arrived there
+    are only ``size`` distinct full windows, one per start ``s``, so their views are built once
+    and reused: a full window costs no allocation at all.
     """
 
     def __init__(self, size: int) -> None:
@@ -728,9 +764,11 @@ class _RingWindow:
         self.count = 0
         self.ts = np.zeros(2 * size, dtype=np.int64)
         self.values = np.zeros((5, 2 * size), dtype=np.float64)
-        self._make = _frame_maker()
+        self._make: Any = None  # the frame maker, built on first use (imports pandas)
+        self._full: list[BarWindow | None] = [None] * size
 
     def push(self, ts: int, ohlcv: np.ndarray) -> None:
+        """Append one bar: its open time (ns) and its ``open, high, low, close, volume``."""
         j = self.count % self.size
         k = j + self.size
         self.ts[j] = self.ts[k] = ts
@@ -739,9 +777,31 @@ class _RingWindow:
         self.count += 1
 
     def frame(self) -> pd.DataFrame:
+        """Return the window as a new frame in the `to_strategy_frame` layout."""
+        if self._make is None:
+            self._make = _frame_maker()
         m = min(self.count, self.size)
         s = (self.count - m) % self.size
-        return self._make(self.ts[s : s + m].copy(), self.values[:, s : s + m].copy())
+        frame: pd.DataFrame = self._make(
+            self.ts[s : s + m].copy(), self.values[:, s : s + m].copy()
+        )
+        return frame
+
+    def arrays(self) -> BarWindow:
+        """Return the window as read-only array views (valid until the next `push`)."""
+        if self.count >= self.size:
+            s = self.count % self.size
+            window = self._full[s]
+            if window is None:
+                window = self._full[s] = self._views(s, s + self.size)
+            return window
+        return self._views(0, self.count)  # the first bars: positions 0 .. count-1
+
+    def _views(self, start: int, stop: int) -> BarWindow:
+        views = [self.ts[start:stop], *(row[start:stop] for row in self.values)]
+        for v in views:
+            v.flags.writeable = False
+        return BarWindow(*views)
 
 
 def _frame_maker() -> Any:

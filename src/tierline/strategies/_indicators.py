@@ -6,13 +6,29 @@ bit-identical whether computed on the full history or on only the last few bars 
 which is what lets NautilusTrader call a signal function per bar on a rolling window and
 still agree with vectorbt. Running sums, ``cumsum``, ``ewm`` and pandas ``rolling().mean()``
 do not have this property.
+
+The ``tail_*`` functions return one value of the matching array function, the one at
+position ``len(x) - 1 - lag``, computed from that window alone in the same order of
+operations (so bit-identical to it): the per-bar hooks (``on_bar=``) use them.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["shift", "window_max", "window_mean", "window_min", "window_sum"]
+__all__ = [
+    "shift",
+    "tail_max",
+    "tail_mean",
+    "tail_min",
+    "tail_sum",
+    "window_max",
+    "window_mean",
+    "window_min",
+    "window_sum",
+]
 
 
 def window_sum(x: np.ndarray, n: int) -> np.ndarray:
@@ -55,6 +71,39 @@ def shift(x: np.ndarray, k: int = 1) -> np.ndarray:
     if k < len(x):
         out[k:] = x[: len(x) - k]
     return out
+
+
+def tail_sum(x: np.ndarray, n: int, lag: int = 0) -> float:
+    """Return ``window_sum(x, n)[len(x) - 1 - lag]`` from that window alone (NaN if too few).
+
+    ``cumsum`` adds left to right (``((x[a] + x[a+1]) + ...) + x[b]``), the order
+    `window_sum` uses, so the value is bit-identical.
+    """
+    end = len(x) - lag
+    if n < 1 or lag < 0 or end < n:
+        return math.nan
+    return float(x[end - n : end].cumsum()[-1])
+
+
+def tail_mean(x: np.ndarray, n: int, lag: int = 0) -> float:
+    """Return ``window_mean(x, n)[len(x) - 1 - lag]`` (`tail_sum` / n; NaN if too few)."""
+    return tail_sum(x, n, lag) / n if n >= 1 else math.nan
+
+
+def tail_max(x: np.ndarray, n: int, lag: int = 0) -> float:
+    """Return ``window_max(x, n)[len(x) - 1 - lag]`` (NaN if too few values)."""
+    end = len(x) - lag
+    if n < 1 or lag < 0 or end < n:
+        return math.nan
+    return float(x[end - n : end].max())
+
+
+def tail_min(x: np.ndarray, n: int, lag: int = 0) -> float:
+    """Return ``window_min(x, n)[len(x) - 1 - lag]`` (NaN if too few values)."""
+    end = len(x) - lag
+    if n < 1 or lag < 0 or end < n:
+        return math.nan
+    return float(x[end - n : end].min())
 
 
 def _window_reduce(x: np.ndarray, n: int, fn: object) -> np.ndarray:

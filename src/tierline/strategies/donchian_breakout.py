@@ -11,6 +11,9 @@ Rules, at bar t (decided on bar t's close, filled at bar t+1's open):
 - Warm-up: the signal at t reads bars ``t-max(entry, exit) .. t``, so
   ``warmup = max(entry, exit) + 1`` bars (t included); the first bar that can carry a
   signal is bar index ``max(entry, exit)``.
+
+`donchian_breakout_on_bar` computes one bar's signal from its window (NautilusTrader calls it
+per bar).
 """
 
 from __future__ import annotations
@@ -20,13 +23,29 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tierline.strategies._indicators import shift, window_max, window_min
-from tierline.strategy.contract import Int, strategy
+from tierline.strategies._indicators import shift, tail_max, tail_min, window_max, window_min
+from tierline.strategy.contract import BarWindow, Int, strategy
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["donchian_breakout"]
+__all__ = ["donchian_breakout", "donchian_breakout_on_bar"]
+
+
+def donchian_breakout_on_bar(window: BarWindow, p: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Return ``(enter_long, exit_long)`` of the window's last bar (the per-bar hook).
+
+    The channels are the `tail_max` / `tail_min` of the bars before the last one; no signal
+    before ``max(entry, exit) + 1`` bars, as in `donchian_breakout`.
+    """
+    entry, exit_ = int(p["entry"]), int(p["exit"])
+    close = window.close
+    if len(close) < max(entry, exit_) + 1:
+        return False, False
+    upper = tail_max(window.high, entry, 1)
+    lower = tail_min(window.low, exit_, 1)
+    last = float(close[-1])
+    return last > upper, last < lower
 
 
 @strategy(
@@ -36,6 +55,7 @@ __all__ = ["donchian_breakout"]
         Int("exit", 5, 50, step=5, default=10),
     ],
     warmup=lambda p: max(p["entry"], p["exit"]) + 1,
+    on_bar=donchian_breakout_on_bar,
 )
 def donchian_breakout(bars: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
     """Enter on a close above the prior ``entry``-bar high; exit below the ``exit``-bar low.

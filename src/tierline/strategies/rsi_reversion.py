@@ -11,6 +11,9 @@ Rules, at bar t (decided on bar t's close, filled at bar t+1's open):
   (levels, not crosses: an entry signal while in a position is ignored by every engine).
 - Warm-up: RSI at t reads the closes of bars ``t-period .. t``, so ``warmup = period + 1``
   bars (t included); the first bar that can carry a signal is bar index ``period``.
+
+`rsi_reversion_on_bar` computes one bar's signal from its window (NautilusTrader calls it per
+bar), with the same sums in the same order as `cutler_rsi`.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tierline.strategies._indicators import window_sum
-from tierline.strategy.contract import Constraint, Int, strategy
+from tierline.strategies._indicators import tail_sum, window_sum
+from tierline.strategy.contract import BarWindow, Constraint, Int, strategy
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["cutler_rsi", "rsi_reversion"]
+__all__ = ["cutler_rsi", "rsi_reversion", "rsi_reversion_on_bar"]
 
 
 def cutler_rsi(close: np.ndarray, period: int) -> np.ndarray:
@@ -57,6 +60,25 @@ def cutler_rsi(close: np.ndarray, period: int) -> np.ndarray:
     return rsi  # type: ignore[no-any-return]
 
 
+def rsi_reversion_on_bar(window: BarWindow, p: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Return ``(enter_long, exit_long)`` of the window's last bar (the per-bar hook).
+
+    The RSI of the last ``period`` changes, computed like `cutler_rsi` at that bar: the same
+    changes, `tail_sum` (bit-identical to `window_sum`) and ``100 * G / (G + L)``.
+    """
+    period = int(p["period"])
+    close = window.close
+    if len(close) < period + 1:
+        return False, False
+    c = close[len(close) - period - 1 :]
+    d = c[1:] - c[:-1]
+    gains = tail_sum(np.where(d > 0, d, 0.0), period)
+    losses = tail_sum(np.where(d < 0, -d, 0.0), period)
+    total = gains + losses
+    rsi = 100.0 * gains / total if total > 0 else 50.0
+    return rsi < p["lower"], rsi > p["upper"]
+
+
 @strategy(
     name="rsi_reversion",
     params=[
@@ -66,6 +88,7 @@ def cutler_rsi(close: np.ndarray, period: int) -> np.ndarray:
     ],
     constraints=[Constraint("lower < upper", lambda p: p["lower"] < p["upper"])],
     warmup=lambda p: p["period"] + 1,
+    on_bar=rsi_reversion_on_bar,
 )
 def rsi_reversion(bars: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
     """Enter when Cutler's RSI(period) is below ``lower``; exit when it is above ``upper``.

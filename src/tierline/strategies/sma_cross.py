@@ -13,7 +13,8 @@ Rules, at bar t (decided on bar t's close, filled at bar t+1's open):
   i.e. ``slow`` bars come before it.
 
 The averages are window-pure (see `tierline.strategies._indicators`): bit-identical on the
-full history and on the last ``warmup`` bars.
+full history and on the last ``warmup`` bars. `sma_cross_on_bar` computes the signal of one
+bar from its window (NautilusTrader calls it per bar), with the same sums in the same order.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tierline.strategies._indicators import shift, window_mean
-from tierline.strategy.contract import Constraint, Int, strategy
+from tierline.strategies._indicators import shift, tail_mean, window_mean
+from tierline.strategy.contract import BarWindow, Constraint, Int, strategy
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["sma_cross", "sma_cross_batch"]
+__all__ = ["sma_cross", "sma_cross_batch", "sma_cross_on_bar"]
 
 
 def sma_cross_batch(
@@ -60,6 +61,21 @@ def sma_cross_batch(
         yield enter, exit_
 
 
+def sma_cross_on_bar(window: BarWindow, p: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Return ``(enter_long, exit_long)`` of the window's last bar (the per-bar hook).
+
+    The means at t and t-1 are `tail_mean` values, bit-identical to `window_mean` at those
+    bars; before ``slow + 1`` bars there is no signal, as in `sma_cross`.
+    """
+    fast, slow = int(p["fast"]), int(p["slow"])
+    close = window.close
+    if len(close) < slow + 1:
+        return False, False
+    f, s = tail_mean(close, fast), tail_mean(close, slow)
+    f_prev, s_prev = tail_mean(close, fast, 1), tail_mean(close, slow, 1)
+    return (f > s and f_prev <= s_prev), (f < s and f_prev >= s_prev)
+
+
 @strategy(
     name="sma_cross",
     params=[
@@ -69,6 +85,7 @@ def sma_cross_batch(
     constraints=[Constraint("fast < slow", lambda p: p["fast"] < p["slow"])],
     warmup=lambda p: p["slow"] + 1,
     batch=sma_cross_batch,
+    on_bar=sma_cross_on_bar,
 )
 def sma_cross(bars: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
     """Enter when SMA(fast) crosses above SMA(slow) of the close; exit on the cross below.

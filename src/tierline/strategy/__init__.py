@@ -2,6 +2,7 @@
 
 from tierline.strategy.contract import (
     SIGNAL_COLUMNS,
+    BarWindow,
     Choice,
     Constraint,
     Float,
@@ -16,6 +17,7 @@ from tierline.strategy.registry import get_strategy, list_strategies, strategies
 
 __all__ = [
     "SIGNAL_COLUMNS",
+    "BarWindow",
     "Choice",
     "Constraint",
     "Float",

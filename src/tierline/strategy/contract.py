@@ -30,6 +30,16 @@ that set. It exists only so that a sweep can compute each distinct indicator onc
 moving average per window) instead of once per parameter set; `Strategy.iter_signals` uses it
 when present and the signal function otherwise, and sweeps compare it with the signal function
 on sampled parameter sets.
+
+Optional per-bar signal (for event-driven engines): ``on_bar=fn`` declares
+``fn(window: BarWindow, params) -> (enter_long, exit_long)``, the signal of the window's LAST
+bar computed from that window alone. ``window`` holds the last ``warmup(params)`` bars up to
+and including bar t (fewer on the first ``warmup - 1`` bars of the data) as read-only NumPy
+arrays (`BarWindow`); the arrays are valid during the call only. It must equal the signal
+function at every bar, bit for bit: it exists only because building a pandas frame and
+calling the vectorised function on every bar costs far more than the backtest engine itself
+(NautilusTrader calls it when present; see `tierline.engines.nautilus`). `tierline check`
+(`tierline.core.causality.check_causality`) compares it with the signal function.
 """
 
 from __future__ import annotations
@@ -49,6 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SIGNAL_COLUMNS",
+    "BarSignalFn",
+    "BarWindow",
     "BatchSignalFn",
     "Choice",
     "Constraint",
@@ -57,6 +69,7 @@ __all__ = [
     "Param",
     "Signals",
     "Strategy",
+    "bar_signal_pair",
     "format_params",
     "parse_params",
     "strategy",
@@ -224,6 +237,66 @@ BatchSignalFn = Callable[
 ]
 
 
+#: Optional per-bar hook: ``(window, params) -> (enter_long, exit_long)`` of the last bar.
+BarSignalFn = Callable[["BarWindow", Mapping[str, Any]], "tuple[bool, bool]"]
+
+
+@dataclass(frozen=True, slots=True)
+class BarWindow:
+    """The bars a per-bar hook sees: the last bars up to and including bar t, in time order.
+
+    Every attribute is a read-only 1-D NumPy array of the same length (``len(window)``):
+    ``ts`` (int64 ns since the epoch, bar OPEN time, UTC) and float64 ``open, high, low,
+    close, volume``. The window's last element is bar t, the bar the hook decides on.
+    """
+
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @classmethod
+    def from_frame(cls, bars: pd.DataFrame) -> BarWindow:
+        """Return read-only copies of a signal-function frame's columns as a window.
+
+        Parameters
+        ----------
+        bars
+            A frame in the signal-function layout (``date``, ``open, high, low, close,
+            volume``).
+        """
+        import numpy as np
+
+        date = bars["date"]
+        if getattr(date.dt, "tz", None) is not None:
+            date = date.dt.tz_convert("UTC").dt.tz_localize(None)
+        arrays = [np.array(date.astype("datetime64[ns]").to_numpy().view(np.int64))]
+        arrays += [
+            np.array(bars[c].to_numpy(dtype=np.float64))
+            for c in ("open", "high", "low", "close", "volume")
+        ]
+        for a in arrays:
+            a.setflags(write=False)
+        return cls(*arrays)
+
+    def tail(self, stop: int, size: int) -> BarWindow:
+        """Return the last ``size`` bars (fewer at the start) ending at index ``stop - 1``."""
+        start = max(stop - size, 0)
+        return BarWindow(
+            self.ts[start:stop],
+            self.open[start:stop],
+            self.high[start:stop],
+            self.low[start:stop],
+            self.close[start:stop],
+            self.volume[start:stop],
+        )
+
+
 @dataclass(frozen=True)
 class Constraint:
     """A cross-parameter rule such as ``fast < slow``: a description and a predicate."""
@@ -255,6 +328,7 @@ class Strategy:
     signal_fn: Callable[[pd.DataFrame, Mapping[str, Any]], pd.DataFrame]
     source: str = field(default="", compare=False)
     batch_fn: BatchSignalFn | None = field(default=None, compare=False)
+    on_bar_fn: BarSignalFn | None = field(default=None, compare=False)
 
     # --------------------------------------------------------------- parameters
     @property
@@ -354,6 +428,26 @@ class Strategy:
             arrays[c] = np.asarray(col, dtype=bool)
         return Signals(enter_long=arrays["enter_long"], exit_long=arrays["exit_long"])
 
+    def bar_signal(self, window: BarWindow, params: Mapping[str, Any]) -> tuple[bool, bool]:
+        """Return the per-bar hook's ``(enter_long, exit_long)`` for the window's last bar.
+
+        Raises
+        ------
+        EngineError
+            If the strategy declares no hook, or the hook raises or returns something other
+            than a pair; the message names the strategy and parameters.
+        """
+        if self.on_bar_fn is None:
+            raise EngineError(f"strategy {self.name!r} declares no per-bar hook (on_bar=)")
+        try:
+            out = self.on_bar_fn(window, params)
+        except Exception as e:
+            raise EngineError(
+                f"strategy {self.name!r}: on_bar raised {type(e).__name__}: {e} "
+                f"(params {format_params(params)}, window of {len(window)} bars)"
+            ) from e
+        return bar_signal_pair(self.name, out)
+
     def iter_signals(
         self, bars: pd.DataFrame, params_list: Sequence[Mapping[str, Any]]
     ) -> Iterator[Signals]:
@@ -412,10 +506,13 @@ def strategy(
     constraints: Sequence[Constraint] = (),
     description: str | None = None,
     batch: BatchSignalFn | None = None,
+    on_bar: BarSignalFn | None = None,
 ) -> Callable[[Callable[..., pd.DataFrame]], Strategy]:
     """Declare a strategy from its signal function (see the module docstring).
 
-    ``batch`` optionally names a batched signal generator for sweeps (module docstring).
+    ``batch`` optionally names a batched signal generator for sweeps, ``on_bar`` a per-bar
+    signal for event-driven engines (both described in the module docstring; both must equal
+    the signal function).
     """
 
     def wrap(fn: Callable[..., pd.DataFrame]) -> Strategy:
@@ -432,11 +529,45 @@ def strategy(
             signal_fn=fn,
             source=getattr(fn, "__module__", ""),
             batch_fn=batch,
+            on_bar_fn=on_bar,
         )
         s.validate_params(s.defaults)
         return s
 
     return wrap
+
+
+def bar_signal_pair(name: str, out: Any) -> tuple[bool, bool]:
+    """Return a per-bar hook's result as two bools (NaN and NA count as False).
+
+    Raises
+    ------
+    EngineError
+        If ``out`` is not a pair.
+    """
+    try:
+        enter, exit_ = out
+    except (TypeError, ValueError):
+        raise EngineError(
+            f"strategy {name!r}: on_bar returned {out!r}; it must return a pair "
+            "(enter_long, exit_long) of booleans"
+        ) from None
+    return _flag(name, enter), _flag(name, exit_)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if value is True or value is False:
+        return value
+    try:
+        if value != value:  # NaN: no signal, as in `Strategy.signals`
+            return False
+        return bool(value)
+    except TypeError:  # pandas.NA: no signal
+        return False
+    except ValueError:
+        raise EngineError(
+            f"strategy {name!r}: on_bar returned {value!r} for a signal; expected a boolean"
+        ) from None
 
 
 def parse_params(text: str | None) -> dict[str, str]:
