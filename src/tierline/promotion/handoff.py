@@ -42,9 +42,12 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tierline.promotion.policy import LivePolicy, Policy
 
 __all__ = [
     "CONFIG_TEMPLATE",
@@ -92,7 +95,7 @@ def champion_config_path(strategy: str, userdir: Path | None = None) -> Path:
     return (userdir or default_userdir()) / CONFIG_TEMPLATE.format(strategy=strategy)
 
 
-def freqtrade_protections(live: Any) -> list[dict[str, Any]]:
+def freqtrade_protections(live: LivePolicy) -> list[dict[str, Any]]:
     """Return freqtrade protection entries for the policy's ``[live.protections.*]`` sections.
 
     Parameters
@@ -143,7 +146,7 @@ def _record_field(record: Mapping[str, Any], key: str, where: str) -> Any:
     return value
 
 
-def _stake(live: Any, where: str) -> tuple[str | float, float | None]:
+def _stake(live: LivePolicy, where: str) -> tuple[str | float, float | None]:
     raw = getattr(live, "stake_amount", "unlimited")
     if raw == "unlimited":
         return "unlimited", None
@@ -178,7 +181,7 @@ def _relative(target: Path, start: Path) -> str:
 
 def freqtrade_config(
     record: Mapping[str, Any],
-    policy: Any,
+    policy: Policy,
     *,
     config_dir: Path,
     registry_root: Path | None = None,
@@ -319,7 +322,7 @@ def freqtrade_config(
 
 def write_freqtrade_config(
     record: Mapping[str, Any],
-    policy: Any,
+    policy: Policy,
     *,
     path: Path | None = None,
     registry_root: Path | None = None,
