@@ -8,6 +8,7 @@ bar, entry and exit on consecutive bars, a gap, tiny prices, a strategy that rai
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from tierline.errors import EngineError
 from tierline.strategies.donchian_breakout import donchian_breakout
 from tierline.strategies.rsi_reversion import rsi_reversion
 from tierline.strategies.sma_cross import sma_cross
-from tierline.strategy.contract import Int, Strategy, strategy
+from tierline.strategy.contract import BarWindow, Int, Strategy, strategy
 
 FIVE_MIN = 300_000_000_000
 ONE_MIN = 60_000_000_000
@@ -117,6 +118,7 @@ def test_nautilus_trades_equal_reference_trades_on_real_data(
     assert_same_trades(ref, nt, tick)
     assert nt.engine == "nautilus"
     assert nt.extra["signal_calls"] == len(bars)
+    assert nt.extra["signal_path"] == "on_bar"  # the built-ins' per-bar hook, not frames
     assert not any("denied" in n or "rejected" in n for n in nt.notes), nt.notes
     # the equity rebuilt from the fills agrees with nautilus' own account
     assert not any("differs from the equity" in n for n in nt.notes), nt.notes
@@ -157,6 +159,15 @@ def marker(bars: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
     )
 
 
+def _marker_on_bar(window: BarWindow, p: Mapping[str, Any]) -> tuple[bool, bool]:
+    v = window.volume[-1]
+    return bool(v == 1 or v == 3), bool(v == 2 or v == 3)
+
+
+#: The same strategy with a per-bar hook: nautilus takes the hook path.
+marker_hooked = dataclasses.replace(marker, on_bar_fn=_marker_on_bar)
+
+
 def crafted(
     opens: list[float],
     closes: list[float],
@@ -192,12 +203,17 @@ def trade_rows(result: BacktestResult) -> list[tuple[Any, ...]]:
 
 
 def both(bars: pl.DataFrame, config: ExecutionConfig | None = None) -> BacktestResult:
-    """Run nautilus and the reference; assert parity; return the nautilus result."""
+    """Run nautilus (frame path and hook path) and the reference; assert parity; return the
+    nautilus result of the frame path."""
     config = config or ExecutionConfig()
     nt = nautilus.run(marker, bars, {}, config)
+    hooked = nautilus.run(marker_hooked, bars, {}, config)
+    assert (nt.extra["signal_path"], hooked.extra["signal_path"]) == ("frame", "on_bar")
     ref = reference.run(marker, bars, {}, config)
     tick = float(nt.extra["instrument"].price_increment)
     assert_same_trades(ref, nt, tick)
+    assert_same_trades(ref, hooked, tick)
+    assert hooked.trades.equals(nt.trades)
     return nt
 
 

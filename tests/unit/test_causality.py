@@ -95,6 +95,9 @@ def test_builtins_pass_causality_on_real_btc(
     assert 40 <= len(report.samples) <= 50
     assert report.checked == 2 * len(report.samples)
     assert report.summary().startswith("PASS")
+    # the per-bar hook is compared too: sampled bars, the short first windows, the last bar
+    w = report.warmup
+    assert report.on_bar_checked == len({*report.samples, *range(w - 1), btc_jan.height - 1})
 
 
 def test_lookahead_strategy_fails_with_first_offending_bar_named() -> None:

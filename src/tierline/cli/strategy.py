@@ -31,8 +31,10 @@ def register(sub: Any) -> None:
         help="prove a strategy causal: lookahead and window-stability checks",
         description=(
             "Compare the full-history signals with signals computed on prefixes (lookahead) "
-            "and on warm-up-length windows (window stability) at sampled bars. Exit code 1 and "
-            "the first offending bar when a check fails."
+            "and on warm-up-length windows (window stability) at sampled bars, and, when the "
+            "strategy declares a per-bar hook (on_bar=), the hook's signal on each bar's "
+            "rolling window with the signal function (on_bar). Exit code 1 and the first "
+            "offending bar when a check fails."
         ),
     )
     chk.add_argument("strategy", metavar="STRATEGY", help="strategy name (see `strategies`)")
@@ -41,6 +43,11 @@ def register(sub: Any) -> None:
         "--samples", type=int, default=50, help="bars to check (default 50; about half signal bars)"
     )
     chk.add_argument("--seed", type=int, default=0, help="seed of the random samples (default 0)")
+    chk.add_argument(
+        "--hook-all-bars",
+        action="store_true",
+        help="compare the on_bar hook with the signal function at every bar, not only sampled",
+    )
     add_market_args(chk)
     chk.set_defaults(func=_cmd_check)
 
@@ -135,7 +142,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     strategy = get_strategy(args.strategy)
     params = resolve_params(strategy, args.params)
     bars = load_bars(args)
-    report = check_causality(strategy, bars, params, samples=args.samples, seed=args.seed)
+    report = check_causality(
+        strategy,
+        bars,
+        params,
+        samples=args.samples,
+        seed=args.seed,
+        hook_all_bars=args.hook_all_bars,
+    )
     print(report.summary())
     return 0 if report.passed else 1
 

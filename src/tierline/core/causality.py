@@ -12,7 +12,16 @@ random ones), half evenly spaced and seeded random bars (see `sample_bars`).
   signal at k. This is how NautilusTrader (and live trading) call the function, so a running
   sum, an ``ewm`` or a too-short warm-up shows up here.
 
-Both compare ``enter_long`` and ``exit_long`` exactly (booleans).
+A third check when the strategy declares a per-bar hook (``on_bar=``, see
+`tierline.strategy.contract`):
+
+- **on_bar**: the hook's signal on the rolling window ending at k (the last ``warmup`` bars,
+  fewer on the first bars) equals the full-history signal at k, at the sampled bars, the
+  first ``warmup - 1`` bars (short windows) and the last bar, or at every bar
+  (``hook_all_bars``). NautilusTrader runs the hook instead of the signal function, so this is
+  what makes its signals the signal function's. `on_bar_signals` runs it on every bar.
+
+All compare ``enter_long`` and ``exit_long`` exactly (booleans).
 """
 
 from __future__ import annotations
@@ -29,9 +38,9 @@ if TYPE_CHECKING:
     import pandas as pd
     import polars as pl
 
-    from tierline.strategy.contract import Strategy
+    from tierline.strategy.contract import Signals, Strategy
 
-__all__ = ["CausalityReport", "check_causality", "sample_bars"]
+__all__ = ["CausalityReport", "check_causality", "on_bar_signals", "sample_bars"]
 
 _COLUMNS = ("enter_long", "exit_long")
 
@@ -50,17 +59,20 @@ class CausalityReport:
         Number of bars and the strategy's warm-up for ``params``.
     checked
         Number of signal evaluations compared (prefixes plus windows).
+    on_bar_checked
+        Number of bars at which the per-bar hook was compared (0: the strategy has none).
     samples
         The sampled bar indices k.
     check
-        ``"lookahead"`` or ``"window"`` for the first offence, else None.
+        ``"lookahead"``, ``"window"`` or ``"on_bar"`` for the first offence, else None.
     column
         The signal column that differed first (``enter_long`` or ``exit_long``).
     bar, ts
         Index (0-based, in the checked bars) and open time of the earliest offending bar
         among those checked.
     full_value, partial_value
-        The signal there on the full history and on the prefix or window.
+        The signal there on the full history and on the prefix or window (from the hook for
+        ``"on_bar"``).
     evaluated_at
         The k of the prefix or window that exposed the offence.
     offences
@@ -74,6 +86,7 @@ class CausalityReport:
     warmup: int
     checked: int
     samples: tuple[int, ...] = field(repr=False)
+    on_bar_checked: int = 0
     check: str | None = None
     column: str | None = None
     bar: int | None = None
@@ -88,21 +101,29 @@ class CausalityReport:
         from tierline.strategy.contract import format_params
 
         head = f"{self.strategy} ({format_params(self.params)}), warm-up {self.warmup} bars"
+        hook = (
+            f"; the on_bar hook equals the signal function at {self.on_bar_checked} bars"
+            if self.on_bar_checked
+            else ""
+        )
         if self.passed:
             return (
                 f"PASS {head}: {self.checked} prefix/window evaluations at "
                 f"{len(self.samples)} sampled bars of {self.bars} agree with the full history"
+                f"{hook}"
             )
         if self.check == "lookahead":
             how = f"signals on the prefix ending at bar {self.evaluated_at}"
-        else:
+        elif self.check == "window":
             how = f"signals on the {self.warmup}-bar window ending at bar {self.evaluated_at}"
+        else:
+            how = f"on_bar hook's signal on the window ending at bar {self.evaluated_at}"
         return (
             f"FAIL {head}: {self.check} check: {self.column} at bar {self.bar} "
             f"({self.ts.isoformat() if self.ts else '?'}) is {self.full_value} on the full "
             f"history but {self.partial_value} in the {how} "
-            f"({self.offences} offence(s) in {self.checked} evaluations; the earliest "
-            "offending bar among those checked is named)"
+            f"({self.offences} offence(s) in {self.checked + self.on_bar_checked} "
+            "evaluations; the earliest offending bar among those checked is named)"
         )
 
 
@@ -155,8 +176,10 @@ def check_causality(
     *,
     samples: int = 50,
     seed: int = 0,
+    hook_all_bars: bool = False,
 ) -> CausalityReport:
-    """Check that ``strategy``'s signals are causal and window-stable on ``bars``.
+    """Check that ``strategy``'s signals are causal and window-stable on ``bars``, and that
+    its per-bar hook, if it declares one, equals its signal function.
 
     Parameters
     ----------
@@ -171,6 +194,9 @@ def check_causality(
         About how many bars k to check (evenly spaced plus random).
     seed
         Seed of the random samples.
+    hook_all_bars
+        Compare the per-bar hook at every bar instead of the sampled ones (plus the first
+        ``warmup - 1`` and the last).
 
     Returns
     -------
@@ -184,7 +210,8 @@ def check_causality(
     DataError
         If there are fewer than ``warmup + 1`` bars.
     EngineError
-        If the signal function fails on the full history, a prefix or a window.
+        If the signal function fails on the full history, a prefix or a window, or the hook
+        fails on a window.
     """
     import numpy as np
 
@@ -202,7 +229,7 @@ def check_causality(
     def offend(check: str, column: str, bar: int, k: int, partial: bool) -> None:
         nonlocal best, offences
         offences += 1
-        order = (bar, 0 if check == "lookahead" else 1)
+        order = (bar, ("lookahead", "window", "on_bar").index(check))
         if best is None or order < best["order"]:
             best = {
                 "order": order,
@@ -230,6 +257,18 @@ def check_causality(
             if window[c][-1] != full[c][k]:
                 offend("window", c, k, k, bool(window[c][-1]))
 
+    hook_bars: list[int] = []
+    if strategy.on_bar_fn is not None:
+        if hook_all_bars:
+            hook_bars = list(range(n))
+        else:
+            hook_bars = sorted({*range(min(w - 1, n)), *ks, n - 1})
+        hook = on_bar_signals(strategy, frame, checked_params, at=hook_bars)
+        for c in _COLUMNS:
+            for j in np.flatnonzero(getattr(hook, c) != full[c][hook_bars]):
+                k = hook_bars[int(j)]
+                offend("on_bar", c, k, k, bool(getattr(hook, c)[j]))
+
     common: dict[str, Any] = {
         "strategy": strategy.name,
         "params": checked_params,
@@ -237,6 +276,7 @@ def check_causality(
         "warmup": w,
         "checked": evaluations,
         "samples": tuple(ks),
+        "on_bar_checked": len(hook_bars),
         "offences": offences,
     }
     if best is None:
@@ -253,6 +293,60 @@ def check_causality(
         evaluated_at=best["k"],
         **common,
     )
+
+
+def on_bar_signals(
+    strategy: Strategy,
+    bars: pl.DataFrame | pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    at: Sequence[int] | None = None,
+) -> Signals:
+    """Return the per-bar hook's signals, each bar from its own rolling window alone.
+
+    The window ending at bar k holds the last ``warmup(params)`` bars (fewer before that), as
+    NautilusTrader's adapter passes it.
+
+    Parameters
+    ----------
+    strategy
+        A strategy declaring ``on_bar=``.
+    bars
+        Catalog OHLCV bars (polars) or a signal-function frame (pandas).
+    params
+        Parameters (defaults filled in and validated).
+    at
+        The bar indices to evaluate (default: every bar); the arrays follow this order.
+
+    Returns
+    -------
+    Signals
+        ``enter_long`` and ``exit_long``, one element per evaluated bar.
+
+    Raises
+    ------
+    ConfigError
+        If the parameters are invalid.
+    EngineError
+        If the strategy declares no hook, or the hook fails (naming the bar).
+    """
+    import numpy as np
+
+    from tierline.strategy.contract import BarWindow, Signals
+
+    checked_params = strategy.validate_params(params)
+    frame = _frame(bars)
+    whole = BarWindow.from_frame(frame)
+    w = max(1, strategy.warmup(checked_params))
+    bars_at = range(len(frame)) if at is None else at
+    enter = np.zeros(len(bars_at), dtype=bool)
+    exit_ = np.zeros(len(bars_at), dtype=bool)
+    for j, k in enumerate(bars_at):
+        try:
+            enter[j], exit_[j] = strategy.bar_signal(whole.tail(k + 1, w), checked_params)
+        except EngineError as e:
+            raise EngineError(f"{e}, at bar {k}") from e
+    return Signals(enter_long=enter, exit_long=exit_)
 
 
 def _frame(bars: pl.DataFrame | pd.DataFrame) -> pd.DataFrame:
