@@ -18,6 +18,7 @@ winning in a position and the entry when flat, and a stake that covers price and
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,9 @@ from freqtrade.strategy import IStrategy
 from pandas import DataFrame
 
 from tierline.engines import freqtrade as tl
+from tierline.strategy import format_params
+
+logger = logging.getLogger(__name__)
 
 
 class TierlineShim(IStrategy):
@@ -65,6 +69,14 @@ class TierlineShim(IStrategy):
         self._live = config.get("runmode") in TRADE_MODES
         if self._live:
             self.custom_exit = self._live_custom_exit  # type: ignore[method-assign]
+            section = config.get("tierline") or {}
+            logger.info(
+                "TierlineShim runs %s (%s), warm-up %d candles%s",
+                self.tierline.strategy.name,
+                format_params(self.tierline.params),
+                self.startup_candle_count + 1,
+                f", champion record {section['registry']}" if section.get("registry") else "",
+            )
 
     @property
     def protections(self) -> list[dict[str, Any]]:  # type: ignore[override]

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline",
     "tracking",
     "notebook",
+    "trade",
 )
 
 logger = logging.getLogger("tierline")

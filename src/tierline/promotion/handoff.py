@@ -58,6 +58,7 @@ __all__ = [
     "champion_config_path",
     "freqtrade_config",
     "freqtrade_protections",
+    "prepare_trade",
     "private_key_config",
     "trade_command",
     "write_freqtrade_config",
@@ -199,7 +200,7 @@ def freqtrade_config(
     config_dir
         Folder the config will be written to (``tierline.registry`` is relative to it).
     registry_root
-        Folder of the registry record (default ``registry``).
+        Folder of the registry record (default ``$TIERLINE_REGISTRY_DIR`` or ``registry``).
 
     Returns
     -------
@@ -245,7 +246,9 @@ def freqtrade_config(
     fee = execution.get("fee")
     exchange, exchange_note = _freqtrade_exchange(catalog_exchange)
 
-    registry_file = (registry_root or Path("registry")) / f"{strategy}.json"
+    from tierline.promotion.registry import record_path
+
+    registry_file = record_path(strategy, registry_root)
     section: dict[str, Any] = {
         "registry": _relative(registry_file, config_dir),
         "stake": fixed_stake,
@@ -338,7 +341,8 @@ def write_freqtrade_config(
     path
         Where to write (default ``freqtrade/user_data/config.<strategy>.json``).
     registry_root
-        Folder of the registry record (default ``registry``); the config points at
+        Folder of the registry record (default ``$TIERLINE_REGISTRY_DIR`` or ``registry``);
+        the config points at
         ``<registry_root>/<strategy>.json``, relative to the config's folder.
 
     Returns
@@ -511,3 +515,116 @@ def trade_command(
     argv += list(extra_args)
     env = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, SECRET_ENV)}
     return TradeCommand(argv=argv, env=env, cleanup=tuple(cleanup), live=live)
+
+
+def _read_champion(strategy: str, registry_root: Path) -> dict[str, Any]:
+    from tierline.promotion.registry import read_record
+
+    record = read_record(strategy, root=registry_root)
+    if record is None:
+        raise ConfigError(
+            f"no champion for {strategy!r} in {registry_root}/ (no {strategy}.json): promote one "
+            f"first: run make promote STRATEGY={strategy}"
+        )
+    return record
+
+
+def prepare_trade(
+    strategy: str,
+    *,
+    live: bool = False,
+    config: Path | None = None,
+    registry_root: Path | None = None,
+    policy_path: Path | None = None,
+    userdir: Path | None = None,
+    overlays: Sequence[Path] = (),
+    dry_run_wallet: float | None = None,
+    extra_args: Sequence[str] = (),
+) -> TradeCommand:
+    """Return the ``freqtrade trade`` command that runs the champion of ``strategy``.
+
+    The champion must exist in the registry. Its config is ``config`` when given (used as
+    is), else ``<userdir>/config.<strategy>.json``, (re)written from the record and the policy
+    when missing or when it belongs to another promotion (its ``tierline.promoted_at``
+    differs from the record's).
+
+    Parameters
+    ----------
+    strategy
+        Strategy name.
+    live
+        Trade with real money (see `trade_command`); refused for a champion promoted on an
+        exchange freqtrade cannot trade (the config's ``tierline.exchange_note``).
+    config
+        A freqtrade config to use instead of the generated one.
+    registry_root
+        Registry folder (default ``$TIERLINE_REGISTRY_DIR`` or ``registry``).
+    policy_path
+        Promotion policy for a (re)generated config (default: `load_policy`'s).
+    userdir
+        Freqtrade user directory (default ``freqtrade/user_data``).
+    overlays, dry_run_wallet, extra_args
+        As in `trade_command`.
+
+    Returns
+    -------
+    TradeCommand
+
+    Raises
+    ------
+    ConfigError
+        If there is no champion, the config is missing or invalid, or live trading is refused.
+    """
+    from tierline.engines.freqtrade import userdir as default_userdir
+    from tierline.promotion.registry import registry_root as resolve_root
+
+    udir = userdir or default_userdir()
+    root = resolve_root(registry_root)
+    record = _read_champion(strategy, root)
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"--config {path}: no such file")
+    else:
+        path = champion_config_path(strategy, udir)
+        if _stale(path, record):
+            from tierline.promotion.policy import load_policy
+
+            policy = load_policy(policy_path)
+            promoted_under = (record.get("policy") or {}).get("sha256")
+            if promoted_under and promoted_under != policy.sha256:
+                logger.warning(
+                    "%s was promoted under another policy than %s (sha256 %s...): the live "
+                    "limits come from the current file",
+                    strategy,
+                    policy.path,
+                    policy.sha256[:12],
+                )
+            write_freqtrade_config(record, policy, path=path, registry_root=root)
+            print(f"wrote {path} from {root / (strategy + '.json')} and {policy.path}", flush=True)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"freqtrade config {path}: cannot be read ({e})") from e
+    note = (doc.get("tierline") or {}).get("exchange_note")
+    if live and note:
+        raise ConfigError(f"refusing --live: {note}")
+    return trade_command(
+        strategy,
+        config=path,
+        live=live,
+        userdir=udir,
+        overlays=overlays,
+        dry_run_wallet=dry_run_wallet,
+        extra_args=extra_args,
+    )
+
+
+def _stale(path: Path, record: Mapping[str, Any]) -> bool:
+    if not path.is_file():
+        return True
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True
+    return bool((doc.get("tierline") or {}).get("promoted_at") != record.get("promoted_at"))
