@@ -1,0 +1,380 @@
+"""The numba loop that replays bar decisions as orders in a hftbacktest backtest.
+
+Kept apart from its wrapper (`tierline.engines.hft.execution`); NumPy arrays and scalars in,
+besides the backtest object. Not ``cache=True``: hftbacktest's jitclasses reach its library
+through ctypes pointers, which numba refuses to cache ("uses dynamic globals"), so the loop
+compiles once per process (a few seconds, paid by the first call).
+
+One call walks the bars in time order. For bar t:
+
+1. elapse to bar t's close (= bar t+1's open) on the local clock and mark equity there (cash
+   plus the position at the local mid);
+2. decide as the reference engine does: in a position and ``exit_long[t]`` -> sell the whole
+   position; flat and ``enter_long[t]`` -> buy; on the last bar only a forced exit;
+3. execute that leg before moving on: ``passive`` first rests a post-only (GTX) limit at the
+   near touch and cancels it at the timeout; then, for whatever is left (``taker``: all of
+   it), IOC limits at the far touch (plus ``limit_ticks``), re-priced and re-sent up to
+   ``max_orders`` times while quantity remains.
+
+Fills are booked from the order responses, not from hftbacktest's local state: the local
+processor of hftbacktest 2.4 applies a fill to its state only when the response says FILLED,
+so partial fills (PARTIALLY_FILLED responses) never reach ``state_values``. Each response step
+gives the filled quantity as the drop of ``leaves_qty``; a maker fill is at the order price; a
+taker step whose quantity exceeds the response's ``exec_qty`` merged several price levels
+(their responses arrive at one timestamp) and is booked at the last, worst, level's price and
+flagged (``merged``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from hftbacktest import GTX, LIMIT
+from hftbacktest.order import CANCELED, EXPIRED, FILLED, IOC, NEW, PARTIALLY_FILLED
+from numba import njit
+
+__all__ = [
+    "FILL_F_COLS",
+    "FILL_I_COLS",
+    "LEG_F_COLS",
+    "LEG_I_COLS",
+    "STYLE_PASSIVE",
+    "STYLE_TAKER",
+    "replay_nb",
+]
+
+#: Columns of the int64 fill array.
+FILL_I_COLS = ("leg", "order", "local_ts", "exch_ts", "maker", "merged")
+#: Columns of the float64 fill array.
+FILL_F_COLS = ("qty", "price", "fee")
+#: Columns of the int64 leg array (a leg = the orders of one decision).
+LEG_I_COLS = ("bar", "side", "decision_ts", "first_fill_ts", "last_fill_ts", "orders", "forced")
+#: Columns of the float64 leg array.
+LEG_F_COLS = ("requested_qty", "filled_qty", "value", "fee", "maker_qty", "bid", "ask")
+
+STYLE_TAKER = 0
+STYLE_PASSIVE = 1
+_MAX_TS = 9223372036854775807
+_WAIT_NS = 3_600_000_000_000  # an order response later than this means the data ended
+
+
+@njit
+def _book(  # type: ignore[no-untyped-def]
+    hbt,
+    leg,
+    order_no,
+    order_id,
+    order_price,
+    qty,
+    leaves_before,
+    fee_maker,
+    fee_taker,
+    lot,
+    fills_i,
+    fills_f,
+    n_fills,
+):
+    """Book the fill of one response step; return (n_fills, leaves, status, ok)."""
+    order = hbt.orders(0).get(order_id)
+    if order is None:
+        return n_fills, leaves_before, -1
+    rec = order.arr[0]
+    status = rec.status
+    leaves = rec.leaves_qty
+    if status == EXPIRED and rec.exec_qty == 0.0 and leaves == 0.0:
+        leaves = qty  # an order that never traded reports no leaves in some paths
+    step = leaves_before - leaves
+    if step >= 0.5 * lot and n_fills < fills_i.shape[0]:
+        tick = rec.tick_size
+        maker = rec.maker
+        merged = False
+        if maker:
+            price = order_price
+        else:
+            price = rec.exec_price_tick * tick
+            merged = step > rec.exec_qty + 0.5 * lot
+        fee_rate = fee_maker if maker else fee_taker
+        fills_i[n_fills, 0] = leg
+        fills_i[n_fills, 1] = order_no
+        fills_i[n_fills, 2] = hbt.current_timestamp
+        fills_i[n_fills, 3] = rec.exch_timestamp
+        fills_i[n_fills, 4] = 1 if maker else 0
+        fills_i[n_fills, 5] = 1 if merged else 0
+        fills_f[n_fills, 0] = step
+        fills_f[n_fills, 1] = price
+        fills_f[n_fills, 2] = step * price * fee_rate
+        n_fills += 1
+    else:
+        leaves = leaves_before
+    return n_fills, leaves, status
+
+
+@njit
+def _done(status):  # type: ignore[no-untyped-def]
+    return status == FILLED or status == EXPIRED or status == CANCELED or status == -1
+
+
+@njit
+def _taker(  # type: ignore[no-untyped-def]
+    hbt,
+    leg,
+    order_no,
+    side,
+    qty,
+    order_id,
+    limit_ticks,
+    tick,
+    fee_maker,
+    fee_taker,
+    lot,
+    fills_i,
+    fills_f,
+    n_fills,
+):
+    """Send one IOC limit at the far touch (+ ``limit_ticks``); book its responses.
+
+    Returns (n_fills, filled qty, data ended).
+    """
+    depth = hbt.depth(0)
+    if side > 0:
+        price = depth.best_ask + limit_ticks * tick
+        hbt.submit_buy_order(0, order_id, price, qty, IOC, LIMIT, False)
+    else:
+        price = depth.best_bid - limit_ticks * tick
+        hbt.submit_sell_order(0, order_id, price, qty, IOC, LIMIT, False)
+    leaves = qty
+    ended = False
+    status = NEW
+    while not _done(status):
+        if hbt.wait_order_response(0, order_id, _WAIT_NS) == 1:
+            ended = True
+        n_fills, leaves, status = _book(
+            hbt,
+            leg,
+            order_no,
+            order_id,
+            price,
+            qty,
+            leaves,
+            fee_maker,
+            fee_taker,
+            lot,
+            fills_i,
+            fills_f,
+            n_fills,
+        )
+        if ended:
+            break
+    hbt.clear_inactive_orders(0)
+    return n_fills, qty - leaves, ended
+
+
+@njit
+def _passive(  # type: ignore[no-untyped-def]
+    hbt,
+    leg,
+    order_no,
+    side,
+    qty,
+    order_id,
+    timeout_ns,
+    fee_maker,
+    fee_taker,
+    lot,
+    fills_i,
+    fills_f,
+    n_fills,
+):
+    """Rest a post-only limit at the near touch; cancel what is left at the timeout.
+
+    Returns (n_fills, filled qty, data ended).
+    """
+    depth = hbt.depth(0)
+    if side > 0:
+        price = depth.best_bid
+        hbt.submit_buy_order(0, order_id, price, qty, GTX, LIMIT, False)
+    else:
+        price = depth.best_ask
+        hbt.submit_sell_order(0, order_id, price, qty, GTX, LIMIT, False)
+    deadline = hbt.current_timestamp + timeout_ns
+    leaves = qty
+    ended = False
+    cancelled = False
+    status = NEW
+    while not _done(status):
+        now = hbt.current_timestamp
+        if now >= deadline and not cancelled:
+            if status == NEW or status == PARTIALLY_FILLED:
+                hbt.cancel(0, order_id, False)
+            cancelled = True
+        wait = _WAIT_NS if cancelled else deadline - now
+        if hbt.wait_order_response(0, order_id, wait) == 1:
+            ended = True
+        n_fills, leaves, status = _book(
+            hbt,
+            leg,
+            order_no,
+            order_id,
+            price,
+            qty,
+            leaves,
+            fee_maker,
+            fee_taker,
+            lot,
+            fills_i,
+            fills_f,
+            n_fills,
+        )
+        if ended:
+            break
+    hbt.clear_inactive_orders(0)
+    return n_fills, qty - leaves, ended
+
+
+@njit
+def replay_nb(  # type: ignore[no-untyped-def]
+    hbt,
+    close_ts,
+    enter,
+    exit_,
+    style,
+    timeout_ns,
+    limit_ticks,
+    max_orders,
+    initial_cash,
+    stake,
+    fee_maker,
+    fee_taker,
+    lot,
+    tick,
+    equity,
+    legs_i,
+    legs_f,
+    fills_i,
+    fills_f,
+):
+    """Replay the decisions of ``len(close_ts)`` bars; return (n_legs, n_fills, ended_at).
+
+    ``stake <= 0`` stakes all equity. ``equity`` (float64[n]) receives the equity marked at
+    each bar's close; ``legs_*``/``fills_*`` are filled row by row (columns `LEG_I_COLS`,
+    `LEG_F_COLS`, `FILL_I_COLS`, `FILL_F_COLS`). ``ended_at`` is the bar at which the data
+    ran out (-1 when it did not); later bars keep equity NaN.
+    """
+    n = close_ts.shape[0]
+    cash = initial_cash
+    position = 0.0
+    n_legs = 0
+    n_fills = 0
+    next_id = 1
+    ended_at = -1
+    if hbt.current_timestamp == _MAX_TS:  # not started: load the first events
+        hbt.elapse(0)
+    for t in range(n):
+        now = hbt.current_timestamp
+        if close_ts[t] > now:
+            if hbt.elapse(close_ts[t] - now) == 1:
+                ended_at = t
+                break
+        depth = hbt.depth(0)
+        bid = depth.best_bid
+        ask = depth.best_ask
+        equity[t] = cash + position * 0.5 * (bid + ask)
+        in_position = position >= 0.5 * lot
+        side = 0
+        forced = 0
+        if t < n - 1:
+            if in_position and exit_[t]:
+                side = -1
+            elif not in_position and enter[t]:
+                side = 1
+        elif in_position:
+            side = -1
+            forced = 1
+        if side == 0 or n_legs >= legs_i.shape[0]:
+            continue
+        if side > 0:
+            budget = equity[t] if stake <= 0.0 else min(stake, equity[t])
+            qty = math.floor(budget / (ask * (1.0 + fee_taker)) / lot + 1e-9) * lot
+        else:
+            qty = round(position / lot) * lot
+        if qty < 0.5 * lot:
+            continue
+        leg = n_legs
+        n_legs += 1
+        legs_i[leg, 0] = t
+        legs_i[leg, 1] = side
+        legs_i[leg, 2] = hbt.current_timestamp
+        legs_f[leg, 0] = qty
+        legs_f[leg, 5] = bid
+        legs_f[leg, 6] = ask
+        first = n_fills
+        orders = 0
+        done = 0.0
+        ended = False
+        if style == STYLE_PASSIVE and forced == 0:
+            n_fills, got, ended = _passive(
+                hbt,
+                leg,
+                orders,
+                side,
+                qty,
+                next_id,
+                timeout_ns,
+                fee_maker,
+                fee_taker,
+                lot,
+                fills_i,
+                fills_f,
+                n_fills,
+            )
+            next_id += 1
+            orders += 1
+            done += got
+        while not ended and qty - done >= 0.5 * lot and orders < max_orders:
+            rest = round((qty - done) / lot) * lot
+            n_fills, got, ended = _taker(
+                hbt,
+                leg,
+                orders,
+                side,
+                rest,
+                next_id,
+                limit_ticks,
+                tick,
+                fee_maker,
+                fee_taker,
+                lot,
+                fills_i,
+                fills_f,
+                n_fills,
+            )
+            next_id += 1
+            orders += 1
+            done += got
+        legs_i[leg, 5] = orders
+        legs_i[leg, 6] = forced
+        legs_i[leg, 3] = -1
+        legs_i[leg, 4] = -1
+        filled = 0.0
+        value = 0.0
+        fee = 0.0
+        maker_qty = 0.0
+        for k in range(first, n_fills):
+            q = fills_f[k, 0]
+            filled += q
+            value += q * fills_f[k, 1]
+            fee += fills_f[k, 2]
+            maker_qty += q * fills_i[k, 4]
+            if legs_i[leg, 3] < 0:
+                legs_i[leg, 3] = fills_i[k, 3]
+            legs_i[leg, 4] = fills_i[k, 3]
+        legs_f[leg, 1] = filled
+        legs_f[leg, 2] = value
+        legs_f[leg, 3] = fee
+        legs_f[leg, 4] = maker_qty
+        position += side * filled
+        cash -= side * value + fee
+        if ended:
+            ended_at = t
+            break
+    return n_legs, n_fills, ended_at
