@@ -215,6 +215,23 @@ def test_window_mean_bit_identical_on_any_suffix_while_cumsum_is_not() -> None:
     assert not np.array_equal(running, full[49:])
 
 
+def test_window_sum_short_and_long_paths_are_bit_identical(monkeypatch: Any) -> None:
+    """Few windows are summed by one cumsum per window, many by n - 1 vector adds: the same
+    left-to-right additions, so the same bits (ties between averages depend on it)."""
+    import tierline.strategies._indicators as ind
+
+    rng = np.random.default_rng(5)
+    x = np.round(0.00001234 + np.cumsum(rng.choice([-2e-8, -1e-8, 0.0, 1e-8, 2e-8], 3000)), 8)
+    for n in (1, 2, 9, 50, 200):
+        monkeypatch.setattr(ind, "_SMALL", 0)
+        loop = window_sum(x, n)
+        monkeypatch.setattr(ind, "_SMALL", 10**9)
+        strided = window_sum(x, n)
+        assert np.array_equal(loop, strided, equal_nan=True), n
+    monkeypatch.undo()
+    assert ind._SMALL >= 200 * 52  # a 200-bar mean on a 201-bar window takes the short path
+
+
 # --------------------------------------------------------------------------- built-in rules
 def test_sma_cross_enters_on_first_possible_bar_and_exits_on_next_cross() -> None:
     # 20 flat closes, then 110 (fast 5 crosses above slow 20 at bar 20), then 80 (crosses back)
