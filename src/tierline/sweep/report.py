@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from tierline.strategy.contract import Strategy
     from tierline.sweep.walkforward import WalkForwardResult
 
-__all__ = ["Candidate", "SweepResult", "plot_objective", "write_outputs"]
+__all__ = ["Candidate", "SweepResult", "objective_figures", "plot_objective", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,31 +229,40 @@ def _numeric_params(strategy: Strategy, table: pl.DataFrame) -> list[str]:
     return out
 
 
-def plot_objective(
-    strategy: Strategy,
+def objective_figures(
+    names: Sequence[str],
     table: pl.DataFrame,
     objective: str,
-    out_dir: Path,
     *,
     method: str,
-) -> Path | None:
-    """Write the objective over the parameters as plotly HTML; return the main plot's path.
+    title: str,
+) -> dict[str, Any]:
+    """Return plotly figures of the objective over the parameters ``names`` (see
+    `plot_objective`): ``{"heatmap.html": fig, "surface.html": fig}`` for a grid of two or more
+    parameters, ``{"heatmap.html": fig}`` otherwise, ``{}`` when there is nothing to plot.
 
-    Two numeric parameters (or more: the first two, best over the others): a heatmap for a
-    grid, a scatter coloured by the objective for Optuna, plus ``surface.html`` (3-D) for a
-    grid. One numeric parameter: a line. None when there is nothing numeric to plot.
+    Parameters
+    ----------
+    names
+        Numeric parameter columns of ``table``, in the strategy's order.
+    table
+        Sweep results (rows with status ``ok``).
+    objective
+        The metric column to plot (minimised metrics keep the lowest value per cell).
+    method
+        ``grid`` (heatmap and surface) or ``optuna`` (scatter).
+    title
+        Figure title.
     """
     import plotly.graph_objects as go
 
-    from tierline.data.atomic import atomic_path
     from tierline.sweep.walkforward import MINIMISED
 
-    ok = table.filter(pl.col("status") == "ok")
-    names = _numeric_params(strategy, ok)
-    if ok.is_empty() or not names:
-        return None
+    ok = table
+    names = list(names)
+    if ok.is_empty() or not names or objective not in ok.columns:
+        return {}
     better_max = objective not in MINIMISED
-    title = f"{strategy.name}: {objective} ({method}, {ok.height} parameter sets)"
     figs: dict[str, Any] = {}
     if len(names) == 1:
         d = ok.sort(names[0])
@@ -303,6 +312,35 @@ def plot_objective(
                 ),
                 layout={"title": title, "xaxis_title": x, "yaxis_title": y},
             )
+    return figs
+
+
+def plot_objective(
+    strategy: Strategy,
+    table: pl.DataFrame,
+    objective: str,
+    out_dir: Path,
+    *,
+    method: str,
+) -> Path | None:
+    """Write the objective over the parameters as plotly HTML; return the main plot's path.
+
+    Two numeric parameters (or more: the first two, best over the others): a heatmap for a
+    grid, a scatter coloured by the objective for Optuna, plus ``surface.html`` (3-D) for a
+    grid. One numeric parameter: a line. None when there is nothing numeric to plot.
+    """
+    from tierline.data.atomic import atomic_path
+
+    ok = table.filter(pl.col("status") == "ok")
+    figs = objective_figures(
+        _numeric_params(strategy, ok),
+        ok,
+        objective,
+        method=method,
+        title=f"{strategy.name}: {objective} ({method}, {ok.height} parameter sets)",
+    )
+    if not figs:
+        return None
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, fig in figs.items():
         path = out_dir / name
