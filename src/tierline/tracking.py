@@ -87,10 +87,12 @@ __all__ = [
     "EQUITY_ARTIFACT",
     "INF_SENTINEL",
     "MAX_TIER_RUNS",
+    "MODEL_ARTIFACT",
     "TIERS",
     "TRACKING_URI_ENV",
     "TRADES_ARTIFACT",
     "DatasetRef",
+    "ModelVersionRecord",
     "PipelineRecord",
     "PipelineRun",
     "TierRecord",
@@ -125,6 +127,8 @@ INF_SENTINEL = sys.float_info.max
 TRADES_ARTIFACT = "trades.parquet"
 EQUITY_ARTIFACT = "equity.parquet"
 CONFIG_ARTIFACT = "config.json"
+#: Artifact folder of a registered pyfunc model inside its promotion run.
+MODEL_ARTIFACT = "model"
 #: A guard against one run per sweep combination: log sweeps with `TierRun.log_table`.
 MAX_TIER_RUNS = 500
 
@@ -474,6 +478,10 @@ class PipelineRecord:
     start_time: datetime | None
     end_time: datetime | None
     tiers: tuple[TierRecord, ...] = field(default=())
+    #: The pipeline run's own params (``config.*``, strings as MLflow stores them).
+    params: dict[str, str] = field(default_factory=dict)
+    #: The pipeline run's own metrics (e.g. ``causality_passed``, ``parity_passed``).
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def find(
         self, tier: str, engine: str | None = None, rank: int | None = None
@@ -998,6 +1006,8 @@ class Tracker:
             start_time=_ms(run.info.start_time),
             end_time=_ms(run.info.end_time),
             tiers=tuple(_tier_record(c) for c in children),
+            params=dict(run.data.params),
+            metrics=_restore_metrics(run.data.metrics, tags),
         )
 
     def load_frame(self, run_id: str, artifact: str) -> pl.DataFrame:
@@ -1017,6 +1027,208 @@ class Tracker:
             except (MlflowException, OSError) as e:
                 raise ConfigError(f"run {run_id} has no artifact {artifact!r}: {e}") from e
             return pl.read_parquet(local)
+
+    def pipeline_by_id(self, run_id: str) -> PipelineRecord:
+        """Return the pipeline run ``run_id`` with its tier runs.
+
+        Raises
+        ------
+        ConfigError
+            If there is no such run, or it is not a tierline pipeline run.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as e:
+            raise ConfigError(f"no MLflow run {run_id!r} in {self.uri}") from e
+        if run.data.tags.get(_KIND) != "pipeline":
+            raise ConfigError(
+                f"MLflow run {run_id} is not a tierline pipeline run "
+                f"(tag {_KIND}={run.data.tags.get(_KIND)!r}); pass the parent run's id"
+            )
+        return self._record(run)
+
+    def attach_pipeline(self, record: PipelineRecord) -> PipelineRun:
+        """Return a handle on an existing pipeline run, to add tier runs to it later.
+
+        The pipeline run keeps its status (it is not ended again); tier runs opened with
+        `PipelineRun.tier` end as usual. Used to run a missing tier of a finished pipeline.
+        """
+        return PipelineRun(
+            self,
+            record.run_id,
+            experiment_id=record.experiment_id,
+            strategy=record.strategy,
+            dataset=record.dataset,
+        )
+
+    # ------------------------------------------------------------------ model registry
+    def register_pyfunc(
+        self,
+        model_name: str,
+        *,
+        strategy: str,
+        loader_module: str,
+        data_path: Path,
+        pip_requirements: Sequence[str],
+        run_tags: Mapping[str, Any] | None = None,
+        version_tags: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> ModelVersionRecord:
+        """Log a pyfunc model in a new run and register it as a new version of ``model_name``.
+
+        The model is MLflow's ``loader_module`` flavour: ``loader_module._load_pyfunc(path)``
+        rebuilds it from the copied ``data_path`` folder, so nothing is pickled. The run (tag
+        ``tierline.kind=promotion``) lives in the strategy's experiment; the registered model is
+        created on first use. No alias is touched: a version without an alias is inert.
+
+        Parameters
+        ----------
+        model_name
+            Registered model name, e.g. ``tierline-sma_cross``.
+        strategy
+            Strategy name (selects the experiment).
+        loader_module
+            Importable module defining ``_load_pyfunc(data_path)``.
+        data_path
+            Folder copied into the model as its data.
+        pip_requirements
+            The model's requirements (given, so MLflow does not infer them by loading it).
+        run_tags, version_tags
+            Tags of the run and of the model version (secret-looking keys as ``***``).
+        description
+            Description of the model version.
+        """
+        _mlflow_env()
+        import mlflow.pyfunc
+        from mlflow.exceptions import MlflowException
+
+        exp_id = self.experiment_id(strategy)
+        assert exp_id is not None
+        run = self.client.create_run(
+            exp_id, run_name=f"promote {model_name}", tags={_KIND: "promotion"}
+        )
+        handle = _RunHandle(self, run.info.run_id)
+        with self._ending(handle):
+            handle.set_tags(dict(run_tags or {}))
+            env_log = logging.getLogger("mlflow.utils.environment")
+            level = env_log.level
+            env_log.setLevel(logging.ERROR)  # "Failed to resolve installed pip version": uv venv
+            with tempfile.TemporaryDirectory(prefix="tierline-model-") as tmp:
+                local = Path(tmp) / MODEL_ARTIFACT
+                mlflow.pyfunc.save_model(
+                    str(local),
+                    loader_module=loader_module,
+                    data_path=str(data_path),
+                    pip_requirements=list(pip_requirements),
+                )
+                env_log.setLevel(level)
+                self.client.log_artifacts(run.info.run_id, str(local), MODEL_ARTIFACT)
+        try:
+            self.client.create_registered_model(
+                model_name, tags={_KIND: "strategy", "strategy": strategy}
+            )
+        except MlflowException as e:
+            if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(
+                getattr(e, "error_code", "")
+            ):
+                raise
+        tags = {
+            str(k): _clip(_REDACTED if is_secret_key(str(k)) else _text(v), _MAX_TAG)
+            for k, v in (version_tags or {}).items()
+        }
+        mv = self.client.create_model_version(
+            model_name,
+            f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}",
+            run_id=run.info.run_id,
+            tags=tags,
+            description=description,
+        )
+        return self.model_version(model_name, str(mv.version))
+
+    def model_version(self, model_name: str, version: str | int) -> ModelVersionRecord:
+        """Return one version of a registered model (tags and aliases included).
+
+        Raises
+        ------
+        ConfigError
+            If the model or the version does not exist.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(model_name, str(version))
+        except MlflowException as e:
+            raise ConfigError(f"no version {version} of model {model_name!r} in {self.uri}") from e
+        return _model_version_record(mv)
+
+    def model_versions(self, model_name: str) -> list[ModelVersionRecord]:
+        """Return every version of a registered model, newest first (none if it is unknown)."""
+        found = self.client.search_model_versions(f"name = '{_quote(model_name)}'")
+        records = [_model_version_record(mv) for mv in found]
+        return sorted(records, key=lambda r: int(r.version), reverse=True)
+
+    def get_alias_version(self, model_name: str, alias: str) -> str | None:
+        """Return the version ``alias`` points at, or None (no such alias or model)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, model_name: str, alias: str, version: str | int) -> None:
+        """Point ``alias`` of ``model_name`` at ``version`` (moving it if set elsewhere)."""
+        self.client.set_registered_model_alias(model_name, alias, str(version))
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        """Remove ``alias`` from ``model_name``; nothing happens when it is not set."""
+        if self.get_alias_version(model_name, alias) is not None:
+            self.client.delete_registered_model_alias(model_name, alias)
+
+    def set_model_version_tags(
+        self, model_name: str, version: str | int, tags: Mapping[str, Any]
+    ) -> None:
+        """Set tags on a model version (secret-looking keys as ``***``)."""
+        for k, v in tags.items():
+            value = _clip(_REDACTED if is_secret_key(str(k)) else _text(v), _MAX_TAG)
+            self.client.set_model_version_tag(model_name, str(version), str(k), value)
+
+    def load_pyfunc(self, model_uri: str) -> Any:
+        """Load a pyfunc model, e.g. ``models:/tierline-sma_cross@champion``, from this store."""
+        _mlflow_env()
+        import mlflow
+        import mlflow.pyfunc
+
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        return mlflow.pyfunc.load_model(model_uri)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelVersionRecord:
+    """One version of a registered model: where it came from, its tags and aliases."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+    created: datetime | None
+
+
+def _model_version_record(mv: Any) -> ModelVersionRecord:
+    return ModelVersionRecord(
+        name=str(mv.name),
+        version=str(mv.version),
+        run_id=str(mv.run_id or ""),
+        source=str(mv.source or ""),
+        tags=dict(mv.tags or {}),
+        aliases=tuple(str(a) for a in (getattr(mv, "aliases", None) or ())),
+        created=_ms(mv.creation_timestamp),
+    )
 
 
 def _tier_record(run: Run) -> TierRecord:

@@ -22,9 +22,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "strategy",
     "sweep",
     "parity",
+    "hft",
     "pipeline",
     "tracking",
     "notebook",
+    "promote",
+    "registry",
     "trade",
 )
 
