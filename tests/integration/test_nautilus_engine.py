@@ -9,7 +9,7 @@ bar, entry and exit on consecutive bars, a gap, tiny prices, a strategy that rai
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,11 +169,11 @@ marker_hooked = dataclasses.replace(marker, on_bar_fn=_marker_on_bar)
 
 
 def crafted(
-    opens: list[float],
-    closes: list[float],
-    volume: list[float],
+    opens: Sequence[float],
+    closes: Sequence[float],
+    volume: Sequence[float],
     *,
-    minutes: list[int] | None = None,
+    minutes: Sequence[int] | None = None,
 ) -> pl.DataFrame:
     """Return 1-minute bars (or at ``minutes`` offsets) with the given opens, closes, volume."""
     o, c = np.asarray(opens, dtype=float), np.asarray(closes, dtype=float)

@@ -243,7 +243,10 @@ def test_hook_failures_are_engine_errors_naming_strategy_and_bar(
     with pytest.raises(EngineError, match=r"'boom': on_bar raised ZeroDivisionError: no.*bar 150"):
         check_causality(raising, frame, {"fast": 10, "slow": 50}, hook_all_bars=True)
 
-    single = dataclasses.replace(sma_cross, name="single", on_bar_fn=lambda w, p: True)
+    def single_fn(window: BarWindow, p: Mapping[str, Any]) -> Any:
+        return True  # one bool, not a pair
+
+    single = dataclasses.replace(sma_cross, name="single", on_bar_fn=single_fn)
     with pytest.raises(EngineError, match=r"'single': on_bar returned True; it must return a pair"):
         on_bar_signals(single, frame, {"fast": 10, "slow": 50})
 

@@ -7,6 +7,7 @@ exit bar's open, or at the last bar's close when the exit bar is ``END`` (a forc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,10 +34,10 @@ END = -1  # exit bar of a forced exit at the last bar's close
 
 
 def make_bars(
-    closes: list[float],
-    opens: list[float] | None = None,
-    highs: list[float] | None = None,
-    lows: list[float] | None = None,
+    closes: Sequence[float],
+    opens: Sequence[float] | None = None,
+    highs: Sequence[float] | None = None,
+    lows: Sequence[float] | None = None,
 ) -> pl.DataFrame:
     """Return catalog-shaped 5m bars; opens default to the previous close."""
     closes = [float(c) for c in closes]
