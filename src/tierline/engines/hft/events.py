@@ -93,11 +93,12 @@ class L2Events:
 
     @property
     def depth_rows(self) -> int:
-        """Return the number of depth rows (diffs, snapshot levels and clears)."""
-        from hftbacktest.types import TRADE_EVENT
+        """Return the number of depth rows (diffs, snapshot levels, clears) the local side sees."""
+        from hftbacktest.types import LOCAL_EVENT, TRADE_EVENT
 
-        kind = self.events["ev"] & 0xFF
-        return int(np.count_nonzero(kind != TRADE_EVENT))
+        ev = self.events["ev"]
+        local = (ev & np.uint64(LOCAL_EVENT)) != 0
+        return int(np.count_nonzero(local & ((ev & np.uint64(0xFF)) != TRADE_EVENT)))
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,8 @@ def l2_events(
     hi = _bound_ns(end)
     if lo is not None and hi is not None and hi <= lo:
         raise DataError(f"{what}: empty span, end {_fmt(hi)} is not after start {_fmt(lo)}")
-    span = f"{_fmt(lo) if lo is not None else 'the start'} .. " + (
-        _fmt(hi) if hi is not None else "the end"
+    span = "the span [{} .. {})".format(
+        _fmt(lo) if lo is not None else "first snapshot", _fmt(hi) if hi is not None else "end"
     )
     first_day = days[0] if lo is None else _ns_day(lo)
     last_day = days[-1] if hi is None else _ns_day(hi - 1)
