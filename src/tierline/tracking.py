@@ -503,6 +503,8 @@ def _mlflow_env() -> None:
     # Set before mlflow is imported: no telemetry thread, no call home.
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["DO_NOT_TRACK"] = "true"
+    # No "Downloading artifacts" progress bar on stderr per artifact read (`load_frame`).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _clip(text: str, limit: int) -> str:
