@@ -1,0 +1,472 @@
+"""Real ``freqtrade trade`` in dry-run against a replay server, and its trade database read back.
+
+`run_dryrun` starts freqtrade in a child process (its own process group) with the given
+configs plus a replay overlay (`write_replay_overlay`) last, so that every ccxt URL points at
+the `ReplayServer`, the run is a dry-run whatever the configs say, and its trade database is a
+run-specific SQLite file. It stops freqtrade with SIGINT (freqtrade's Ctrl-C path: it closes
+its exchange and database), then SIGTERM, then SIGKILL, each after a grace period, and returns
+once the whole process group is gone. `read_trades` reads the trades table of that database.
+
+While it runs, the replay server's ``/metrics`` carries the dry-run's figures read from the
+database (open and closed trades, realised P&L, last entry and exit time), and they are logged
+once per candle.
+
+Freqtrade's REST API is enabled on 127.0.0.1 only when ``TIERLINE_API_USER`` and
+``TIERLINE_API_PASSWORD`` are set: they reach freqtrade through its own environment-variable
+configuration (``FREQTRADE__API_SERVER__USERNAME``/``PASSWORD``), never through a file, a
+command line or a log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from tierline.data.atomic import write_text_atomic
+from tierline.errors import ConfigError, EngineError
+
+if TYPE_CHECKING:
+    from tierline.live.replay import ReplayServer
+
+__all__ = [
+    "API_PASSWORD_ENV",
+    "API_USER_ENV",
+    "DryRunResult",
+    "read_trades",
+    "run_dryrun",
+    "trade_metrics",
+    "write_replay_overlay",
+]
+
+logger = logging.getLogger(__name__)
+
+API_USER_ENV = "TIERLINE_API_USER"
+API_PASSWORD_ENV = "TIERLINE_API_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+#: Seconds freqtrade gets to exit after SIGINT, then after SIGTERM, before SIGKILL.
+STOP_GRACE_S = 30.0
+#: Seconds between two freqtrade loop iterations in a replay (freqtrade's default is 5).
+REPLAY_THROTTLE_S = 2
+
+#: Columns `read_trades` returns (freqtrade's ``trades`` table, dates as UTC datetimes).
+TRADE_COLUMNS = (
+    "id",
+    "pair",
+    "is_open",
+    "open_date",
+    "close_date",
+    "open_rate",
+    "close_rate",
+    "amount",
+    "fee_open",
+    "fee_close",
+    "close_profit",
+    "close_profit_abs",
+    "exit_reason",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DryRunResult:
+    """What a dry-run left behind.
+
+    Attributes
+    ----------
+    returncode
+        Freqtrade's exit code (None when it had to be killed).
+    db_path
+        The trade database.
+    log_path
+        Freqtrade's log file.
+    overlay_path
+        The replay overlay config.
+    status
+        The replay server's `ReplayServer.status` at the end.
+    stopped_by
+        ``condition``, ``interrupt``, ``exited`` (freqtrade stopped on its own) or
+        ``timeout``.
+    """
+
+    returncode: int | None
+    db_path: Path
+    log_path: Path
+    overlay_path: Path
+    status: dict[str, Any]
+    stopped_by: str
+    unknown_paths: dict[str, int] = field(default_factory=dict)
+
+    def trades(self) -> pl.DataFrame:
+        """Return the dry-run's trades (`read_trades` of the database)."""
+        return read_trades(self.db_path)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """Return the last lines of freqtrade's log."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def write_replay_overlay(
+    path: Path,
+    *,
+    server_url: str,
+    pair: str,
+    db_url: str,
+    timeframe: str | None = None,
+    api_port: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the freqtrade config layered last over the champion's for a replay run.
+
+    It sets: ``dry_run`` true, ``initial_state`` running, exchange ``binance`` with every ccxt
+    URL (sync and async) at ``server_url`` (`tierline.live.replay.ccxt_config`) and no
+    websockets, the pair whitelist ``[pair]``, the trade database, a 2 s loop, and optionally
+    the timeframe, freqtrade's REST API on
+    127.0.0.1 (credentials come from the environment, not from this file) and ``extra`` keys.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` (written atomically).
+    """
+    from tierline.live.replay import ccxt_config
+
+    conf = ccxt_config(server_url)
+    doc: dict[str, Any] = {
+        "dry_run": True,
+        "initial_state": "running",
+        "db_url": db_url,
+        "exchange": {
+            "name": "binance",
+            "pair_whitelist": [pair],
+            "pair_blacklist": [],
+            "ccxt_config": conf,
+            "ccxt_async_config": conf,
+            # websockets would go to stream.binance.com; the replay speaks REST only
+            "enable_ws": False,
+            "markets_refresh_interval": 60,
+        },
+        "pairlists": [{"method": "StaticPairList"}],
+        "internals": {"process_throttle_secs": REPLAY_THROTTLE_S, "heartbeat_interval": 60},
+        "telegram": {"enabled": False, "token": "", "chat_id": ""},
+    }
+    if timeframe is not None:
+        doc["timeframe"] = timeframe
+    if api_port is not None:
+        doc["api_server"] = {
+            "enabled": True,
+            "listen_ip_address": "127.0.0.1",
+            "listen_port": api_port,
+            "verbosity": "error",
+            "enable_openapi": False,
+            "CORS_origins": [],
+        }
+    if extra:
+        doc.update(extra)
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def _api_env() -> dict[str, str]:
+    """Return freqtrade's API credentials as its environment variables (empty when unset)."""
+    user, password = os.environ.get(API_USER_ENV), os.environ.get(API_PASSWORD_ENV)
+    if not user and not password:
+        return {}
+    if not user or not password:
+        raise ConfigError(
+            f"freqtrade's REST API needs both {API_USER_ENV} and {API_PASSWORD_ENV} set "
+            "(or neither, to leave it off)"
+        )
+    return {
+        "FREQTRADE__API_SERVER__USERNAME": user,
+        "FREQTRADE__API_SERVER__PASSWORD": password,
+        "FREQTRADE__API_SERVER__JWT_SECRET_KEY": secrets.token_hex(32),
+        "FREQTRADE__API_SERVER__WS_TOKEN": secrets.token_urlsafe(24),
+    }
+
+
+def api_enabled() -> bool:
+    """Return whether the environment asks for freqtrade's REST API."""
+    return bool(os.environ.get(API_USER_ENV) or os.environ.get(API_PASSWORD_ENV))
+
+
+def run_dryrun(
+    configs: Sequence[Path],
+    *,
+    server: ReplayServer,
+    workdir: Path,
+    pair: str,
+    timeframe: str | None = None,
+    userdir: Path | None = None,
+    stop_when: Callable[[], bool] | None = None,
+    timeout_s: float | None = None,
+    api_port: int | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+    echo: bool = False,
+) -> DryRunResult:
+    """Run ``freqtrade trade`` (dry-run) against ``server`` until stopped; return what it left.
+
+    Parameters
+    ----------
+    configs
+        Freqtrade config files, in layering order (the replay overlay goes last).
+    server
+        A started `ReplayServer`.
+    workdir
+        Where the overlay, the trade database and freqtrade's log are written.
+    pair
+        The replayed pair (``BTC/USDT``).
+    timeframe
+        Overrides the configs' timeframe (it must be one the server serves).
+    userdir
+        Freqtrade user directory (default `tierline.engines.freqtrade.userdir`).
+    stop_when
+        Checked every second; True stops the run. None: run until freqtrade exits, Ctrl-C, or
+        the replay passes the catalog's end.
+    timeout_s
+        Stop after this many seconds whatever happens.
+    api_port
+        Port of freqtrade's REST API on 127.0.0.1 (needs ``TIERLINE_API_USER`` and
+        ``TIERLINE_API_PASSWORD``); None: the API stays off.
+    extra_config
+        More keys for the overlay.
+    extra_args
+        More ``freqtrade trade`` arguments, appended as given.
+    echo
+        Copy freqtrade's log lines to stderr as they come.
+
+    Raises
+    ------
+    ConfigError
+        If a config file is missing or the API credentials are half set.
+    EngineError
+        If freqtrade cannot be started.
+    """
+    from tierline.engines.freqtrade import SHIM_STRATEGY
+    from tierline.engines.freqtrade import userdir as default_userdir
+
+    udir = Path(userdir) if userdir is not None else default_userdir()
+    for c in configs:
+        if not Path(c).exists():
+            raise ConfigError(f"freqtrade config {c} does not exist")
+    env_api = _api_env() if api_port is not None else {}
+    workdir.mkdir(parents=True, exist_ok=True)
+    db_path = workdir / "tradesv3.dryrun.sqlite"
+    log_path = workdir / "freqtrade.log"
+    overlay = write_replay_overlay(
+        workdir / "config.replay.json",
+        server_url=server.url,
+        pair=pair,
+        db_url=f"sqlite:///{db_path.resolve()}",
+        timeframe=timeframe,
+        api_port=api_port if env_api else None,
+        extra=extra_config,
+    )
+    cmd = [sys.executable, "-m", "freqtrade", "trade"]
+    for c in [*configs, overlay]:
+        cmd += ["--config", str(c)]
+    cmd += ["--strategy", SHIM_STRATEGY, "--userdir", str(udir), "--logfile", str(log_path)]
+    cmd += list(extra_args)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FREQTRADE__")}
+    env.update(env_api)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    server.metrics_provider = lambda: trade_metrics(db_path)
+    logger.info("freqtrade dry-run against %s; trades in %s, log %s", server.url, db_path, log_path)
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter, arguments built here
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise EngineError(f"cannot start freqtrade ({cmd[0]} -m freqtrade): {e}") from e
+    stopped_by = "exited"
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    tail = _LogTail(log_path, echo=echo)
+    last_report = 0
+    try:
+        while proc.poll() is None:
+            time.sleep(1.0)
+            tail.pump()
+            candle = server.clock.cursor_ms() // server.clock.tf_ms
+            if candle != last_report:
+                last_report = candle
+                _log_metrics(db_path, server)
+            if stop_when is not None and stop_when():
+                stopped_by = "condition"
+                break
+            if stop_when is None and server.finished():
+                logger.warning("the replay has reached the end of the catalog: stopping")
+                stopped_by = "condition"
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                stopped_by = "timeout"
+                break
+    except KeyboardInterrupt:
+        stopped_by = "interrupt"
+    finally:
+        returncode = _stop(proc)
+        tail.pump()
+        server.metrics_provider = None
+    return DryRunResult(
+        returncode=returncode,
+        db_path=db_path,
+        log_path=log_path,
+        overlay_path=overlay,
+        status=server.status(),
+        stopped_by=stopped_by,
+        unknown_paths=dict(server.unknown_paths),
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int | None:
+    """Stop freqtrade and everything in its process group; return its exit code."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if proc.poll() is not None:
+            break
+        _signal_group(proc.pid, sig)
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            logger.warning("freqtrade did not stop on %s", sig.name)
+    if proc.poll() is None:
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+    # freqtrade is gone; anything it left in its group goes too
+    _signal_group(proc.pid, signal.SIGKILL)
+    return proc.returncode
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class _LogTail:
+    """Follows freqtrade's log file; copies new lines to stderr when asked."""
+
+    def __init__(self, path: Path, *, echo: bool) -> None:
+        self.path = path
+        self.echo = echo
+        self._pos = 0
+
+    def pump(self) -> None:
+        if not self.echo or not self.path.exists():
+            return
+        with self.path.open("r", errors="replace") as f:
+            f.seek(self._pos)
+            chunk = f.read()
+            self._pos = f.tell()
+        if chunk:
+            sys.stderr.write(chunk)
+            sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------- the trade database
+def read_trades(db_path: Path) -> pl.DataFrame:
+    """Return freqtrade's trades from its SQLite database, oldest first.
+
+    Columns `TRADE_COLUMNS`; ``open_date``/``close_date`` are UTC datetimes (freqtrade
+    stores naive UTC). An absent database (freqtrade never got as far as creating it) gives
+    an empty frame.
+    """
+    schema = {
+        "id": pl.Int64,
+        "pair": pl.String,
+        "is_open": pl.Boolean,
+        "open_date": pl.Datetime("us", "UTC"),
+        "close_date": pl.Datetime("us", "UTC"),
+        "open_rate": pl.Float64,
+        "close_rate": pl.Float64,
+        "amount": pl.Float64,
+        "fee_open": pl.Float64,
+        "fee_close": pl.Float64,
+        "close_profit": pl.Float64,
+        "close_profit_abs": pl.Float64,
+        "exit_reason": pl.String,
+    }
+    if not Path(db_path).exists():
+        return pl.DataFrame(schema=schema)
+    con = sqlite3.connect(f"file:{Path(db_path).resolve()}?mode=ro", uri=True, timeout=10)
+    try:
+        try:
+            cur = con.execute(f"SELECT {', '.join(TRADE_COLUMNS)} FROM trades ORDER BY id")  # noqa: S608
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return pl.DataFrame(schema=schema)
+            raise
+        rows = cur.fetchall()
+    finally:
+        con.close()
+    data = {c: [r[i] for r in rows] for i, c in enumerate(TRADE_COLUMNS)}
+    for c in ("open_date", "close_date"):
+        data[c] = [_parse_dt(v) for v in data[c]]
+    data["is_open"] = [bool(v) for v in data["is_open"]]
+    return pl.DataFrame(data, schema=schema)
+
+
+def _parse_dt(v: Any) -> datetime | None:
+    if v is None:
+        return None
+    dt = datetime.fromisoformat(str(v))
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def trade_metrics(db_path: Path) -> dict[str, float]:
+    """Return Prometheus gauges of a dry-run from its database.
+
+    ``tierline_dryrun_open_trades``, ``..._closed_trades``, ``..._realized_pnl`` (quote
+    currency, after fees), ``..._last_entry_seconds`` and ``..._last_exit_seconds`` (epoch
+    seconds of the last fill; 0 before the first).
+    """
+    try:
+        t = read_trades(db_path)
+    except sqlite3.Error:
+        return {}
+    closed = t.filter(~pl.col("is_open"))
+    last_entry = t["open_date"].max()
+    last_exit = closed["close_date"].max()
+    return {
+        "tierline_dryrun_open_trades": float(t["is_open"].sum()),
+        "tierline_dryrun_closed_trades": float(len(closed)),
+        "tierline_dryrun_realized_pnl": float(closed["close_profit_abs"].sum() or 0.0),
+        "tierline_dryrun_last_entry_seconds": _epoch(last_entry),
+        "tierline_dryrun_last_exit_seconds": _epoch(last_exit),
+    }
+
+
+def _epoch(v: Any) -> float:
+    return v.timestamp() if isinstance(v, datetime) else 0.0
+
+
+def _log_metrics(db_path: Path, server: ReplayServer) -> None:
+    m = trade_metrics(db_path)
+    if not m:
+        return
+    logger.info(
+        "replay at %s: %d open trade(s), %d closed, realised P&L %.6f",
+        server.status()["cursor"],
+        int(m["tierline_dryrun_open_trades"]),
+        int(m["tierline_dryrun_closed_trades"]),
+        m["tierline_dryrun_realized_pnl"],
+    )
