@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export UV_LINK_MODE := copy
 
-.PHONY: help setup demo test test-all lint bench lab ui trade clean
+.PHONY: help setup demo test test-all lint bench lab ui compare trade clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ lab: setup ## JupyterLab on 127.0.0.1 over research/notebooks
 
 ui: setup ## MLflow UI on 127.0.0.1 against the workspace store
 	$(BIN)/tierline ui
+
+compare: setup ## the tiers of STRATEGY's latest pipeline side by side, HTML report in reports/
+	$(BIN)/tierline compare $(STRATEGY)
 
 trade: setup ## freqtrade trade the champion of STRATEGY (dry run; LIVE=1 real money, REPLAY=1 local replay)
 	$(BIN)/tierline trade $(STRATEGY) $(if $(filter 1,$(LIVE)),--live,) $(if $(filter 1,$(REPLAY)),--replay,)

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "promote",
     "registry",
     "trade",
+    "compare",
 )
 
 logger = logging.getLogger("tierline")
