@@ -29,6 +29,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "promote",
     "registry",
     "trade",
+    "replay",
+    "shadow",
     "compare",
 )
 

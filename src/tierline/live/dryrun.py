@@ -470,3 +470,94 @@ def _log_metrics(db_path: Path, server: ReplayServer) -> None:
         int(m["tierline_dryrun_closed_trades"]),
         m["tierline_dryrun_realized_pnl"],
     )
+
+
+# ---------------------------------------------------------------------- tierline trade --replay
+def replay_workdir(strategy: str, kind: str = "trade", userdir: Path | None = None) -> Path:
+    """Return a new run directory ``<userdir>/replay/<kind>-<strategy>-<UTC time>``."""
+    from tierline.engines.freqtrade import userdir as default_userdir
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    base = (userdir or default_userdir()) / "replay"
+    path = base / f"{kind}-{strategy}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{kind}-{strategy}-{stamp}-{n}"
+    return path
+
+
+def latest_replay_run(strategy: str, userdir: Path | None = None) -> Path | None:
+    """Return the newest replay run directory of ``strategy`` with a manifest, or None."""
+    from tierline.engines.freqtrade import userdir as default_userdir
+    from tierline.live.shadow import MANIFEST
+
+    base = (userdir or default_userdir()) / "replay"
+    runs = [
+        p
+        for p in base.glob(f"*-{strategy}-*")
+        if (p / MANIFEST).is_file() and p.name.split("-")[1] == strategy
+    ]
+    return max(runs, key=lambda p: (p / MANIFEST).stat().st_mtime) if runs else None
+
+
+def trade_replay(
+    record: Mapping[str, Any],
+    configs: Sequence[Path],
+    *,
+    start: str | None = None,
+    workdir: Path | None = None,
+    extra_args: Sequence[str] = (),
+) -> DryRunResult:
+    """Run the champion of ``record`` in a freqtrade dry-run against a local replay.
+
+    The replay serves the record's catalog exchange, first symbol and timeframe from the
+    workspace catalog (from ``start``, default 1000 candles in). It runs until Ctrl-C,
+    freqtrade exits, or the replay reaches the end of the catalog; freqtrade and the server
+    are stopped either way. The run directory (overlay, database, log, manifest) is printed;
+    ``tierline shadow STRATEGY --run latest`` reports its parity with the backtest.
+
+    Raises
+    ------
+    ConfigError
+        If the record lacks its market.
+    DataError
+        If the catalog lacks the bars.
+    """
+    from tierline.data.catalog import Catalog
+    from tierline.live.replay import ReplayConfig, ReplayServer
+    from tierline.live.shadow import ShadowRun, write_manifest
+
+    try:
+        strategy = str(record["strategy"])
+        exchange = str(record["exchange"])
+        symbol = str(record["symbols"][0])
+        timeframe = str(record["timeframe"])
+    except (KeyError, IndexError, TypeError) as e:
+        raise ConfigError(f"registry record lacks its market ({e})") from e
+    work = workdir or replay_workdir(strategy)
+    server = ReplayServer(
+        ReplayConfig(exchange=exchange, symbol=symbol, timeframe=timeframe, start=start),
+        Catalog(),
+    )
+    with server:
+        print(f"replay: {server.describe()} at {server.url}", file=sys.stderr)
+        print(f"replay: freqtrade dry-run in {work} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+        result = run_dryrun(
+            configs,
+            server=server,
+            workdir=work,
+            pair=symbol,
+            api_port=8080 if api_enabled() else None,
+            extra_args=extra_args,
+            echo=True,
+        )
+    run = ShadowRun(
+        strategy=strategy,
+        params=dict(record.get("params") or {}),
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+    )
+    write_manifest(work, run, result.status)
+    return result

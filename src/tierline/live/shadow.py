@@ -334,6 +334,17 @@ def shadow_report(
         )
         bt_rest = bt_rest.filter(pl.col("entry_ts") != row["entry_ts"])
         live_rest = live_rest.filter(pl.col("entry_ts") != row["entry_ts"])
+    for lrow in live.filter(pl.col("entry_ts") >= end_candle).iter_rows(named=True):
+        if live_rest.filter(pl.col("entry_ts") == lrow["entry_ts"]).is_empty():
+            continue
+        explained.append(
+            Explained(
+                entry_ts=lrow["entry_ts"],
+                reason="partial last candle: entry decided on the last closed candle, filled in "
+                "the candle forming when the run stopped (the backtest has no candle to fill in)",
+            )
+        )
+        live_rest = live_rest.filter(pl.col("entry_ts") != lrow["entry_ts"])
     for lrow in open_live.iter_rows(named=True):
         if live_rest.filter(pl.col("entry_ts") == lrow["entry_ts"]).is_empty():
             continue
