@@ -158,6 +158,19 @@ def test_live_keys_from_env_go_to_a_private_file_and_are_never_printed(
     assert not keys.exists() and not mode.exists()
 
 
+def test_refused_live_run_leaves_no_key_file(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tempfile
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    before = set(Path(tempfile.gettempdir()).glob("tierline-*.json"))
+    rc = main(["trade", "sma_cross", "--live", "--dry-run-wallet", "5", "--print-command"])
+    assert rc == 2 and "--dry-run-wallet applies to dry runs only" in capsys.readouterr().err
+    assert set(Path(tempfile.gettempdir()).glob("tierline-*.json")) == before
+
+
 def test_live_keys_from_the_private_config(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -479,42 +479,54 @@ def trade_command(
     udir = userdir or default_userdir()
     if not Path(config).is_file():
         raise ConfigError(f"freqtrade config {config} does not exist")
+    if live and dry_run_wallet is not None:
+        raise ConfigError("--dry-run-wallet applies to dry runs only (not with --live)")
     configs = [Path(config), *(Path(p) for p in overlays)]
     cleanup: list[Path] = []
-    if live:
-        keys = private_key_config()
-        if keys is not None:
-            cleanup.append(keys)
-            configs.append(keys)
-        elif (udir / PRIVATE_CONFIG).is_file():
-            configs.append(udir / PRIVATE_CONFIG)
-        else:
-            raise ConfigError(
-                f"live trading needs exchange keys: set {KEY_ENV} and {SECRET_ENV}, or write "
-                f"them to {udir / PRIVATE_CONFIG} (git-ignored; see "
-                f"{udir / 'config.private.example.json'}); refusing to start"
-            )
-        # The champion's config says dry_run true; a live run switches it off explicitly.
-        fd, name = tempfile.mkstemp(prefix="tierline-live-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"dry_run": False}, fh)
-        cleanup.append(Path(name))
-        configs.append(Path(name))
-    mode = "live" if live else "dryrun"
-    db = db_url or f"sqlite:///{(udir / f'tradesv3.{strategy}.{mode}.sqlite').resolve()}"
-    argv = [_freqtrade_exe(), "trade"]
-    for c in configs:
-        argv += ["--config", str(c)]
-    argv += ["--strategy", SHIM_STRATEGY, "--userdir", str(udir), "--db-url", db]
-    if not live:
-        argv.append("--dry-run")
-    if dry_run_wallet is not None:
+    try:
         if live:
-            raise ConfigError("--dry-run-wallet applies to dry runs only (not with --live)")
-        argv += ["--dry-run-wallet", repr(float(dry_run_wallet))]
-    argv += list(extra_args)
+            configs += _live_configs(udir, cleanup)
+        mode = "live" if live else "dryrun"
+        db = db_url or f"sqlite:///{(udir / f'tradesv3.{strategy}.{mode}.sqlite').resolve()}"
+        argv = [_freqtrade_exe(), "trade"]
+        for c in configs:
+            argv += ["--config", str(c)]
+        argv += ["--strategy", SHIM_STRATEGY, "--userdir", str(udir), "--db-url", db]
+        if not live:
+            argv.append("--dry-run")
+        if dry_run_wallet is not None:
+            argv += ["--dry-run-wallet", repr(float(dry_run_wallet))]
+        argv += list(extra_args)
+    except BaseException:
+        for tmp in cleanup:
+            tmp.unlink(missing_ok=True)
+        raise
     env = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, SECRET_ENV)}
     return TradeCommand(argv=argv, env=env, cleanup=tuple(cleanup), live=live)
+
+
+def _live_configs(udir: Path, cleanup: list[Path]) -> list[Path]:
+    """Return the key config and a ``dry_run: false`` config; temporaries go to ``cleanup``."""
+    keys = private_key_config()
+    out: list[Path] = []
+    if keys is not None:
+        cleanup.append(keys)
+        out.append(keys)
+    elif (udir / PRIVATE_CONFIG).is_file():
+        out.append(udir / PRIVATE_CONFIG)
+    else:
+        raise ConfigError(
+            f"live trading needs exchange keys: set {KEY_ENV} and {SECRET_ENV}, or write "
+            f"them to {udir / PRIVATE_CONFIG} (git-ignored; see "
+            f"{udir / 'config.private.example.json'}); refusing to start"
+        )
+    # The champion's config says dry_run true; a live run switches it off explicitly.
+    fd, name = tempfile.mkstemp(prefix="tierline-live-", suffix=".json")
+    cleanup.append(Path(name))
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"dry_run": False}, fh)
+    out.append(Path(name))
+    return out
 
 
 def _read_champion(strategy: str, registry_root: Path) -> dict[str, Any]:
