@@ -128,15 +128,6 @@ def _strip(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in record.items() if k not in ("previous", "rolled_back_from")}
 
 
-def _json_param(value: str | None) -> Any:
-    if value is None:
-        return None
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
 def build_record(
     verdict: Verdict,
     *,
@@ -145,6 +136,7 @@ def build_record(
     policy: Policy,
 ) -> dict[str, Any]:
     """Return the registry record of a passing verdict registered as model ``version``."""
+    from tierline.promotion.gate import execution_config
     from tierline.promotion.registry import SCHEMA_VERSION
     from tierline.tracking import code_version
 
@@ -158,11 +150,7 @@ def build_record(
         "exchange": ds.exchange,
         "symbols": [ds.symbol],
         "timeframe": ds.timeframe,
-        "execution": {
-            "fee": _json_param(rec.params.get("config.fee")),
-            "stake": _json_param(rec.params.get("config.stake")),
-            "initial_cash": _json_param(rec.params.get("config.initial_cash")),
-        },
+        "execution": execution_config(rec),
         "data": [
             {
                 "exchange": ds.exchange,

@@ -55,7 +55,9 @@ __all__ = [
     "checks_json",
     "evaluate",
     "evaluate_request",
+    "execution_config",
     "find_evidence",
+    "is_complete",
     "pipeline_bars",
     "select_candidate",
 ]
@@ -67,6 +69,7 @@ TIER2_ENGINES: tuple[str, ...] = ("nautilus", "freqtrade")
 #: Engine of tier-3 runs.
 TIER3_ENGINE = "hftbacktest"
 _FINISHED = "FINISHED"
+_SEARCH = 10  # newest FINISHED pipelines searched for a complete one
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -581,22 +584,51 @@ def find_evidence(
                 "pipelines are evaluated"
             )
         return record
-    found = tracker.latest_pipeline(
+    # A complete pipeline is what `tierline run` logs: the tier-1 sweep and tier-2 runs
+    # (`tierline sweep` and `tierline hft` log partial pipelines of their own).
+    finished = tracker.pipelines(
         strategy.name,
+        limit=_SEARCH,
+        status=_FINISHED,
         exchange=request.exchange,
         symbol=request.symbol,
         timeframe=request.timeframe,
     )
-    if found is not None:
-        return found
+    for found in finished:
+        if is_complete(found):
+            return found
     where = " ".join(x for x in (request.exchange, request.symbol, request.timeframe) if x)
     if not request.run_missing:
+        partial = (
+            f" (the newest {len(finished)} FINISHED ones are partial: no tier-1 sweep or no "
+            "tier-2 run)"
+            if finished
+            else ""
+        )
         raise ConfigError(
-            f"no FINISHED pipeline of {strategy.name}{' on ' + where if where else ''} in "
-            f"{tracker.uri}: run `tierline run {strategy.name}` first, or promote with "
-            "--run-missing"
+            f"no complete pipeline of {strategy.name}{' on ' + where if where else ''} in "
+            f"{tracker.uri}{partial}: run `tierline run {strategy.name}` first, or promote "
+            "with --run-missing"
         )
     return _run_pipeline(request, strategy, tracker, say)
+
+
+def is_complete(record: PipelineRecord) -> bool:
+    """Return whether a pipeline holds a tier-1 sweep run and at least one tier-2 run."""
+    sweep = any(t.tier == "tier1" and t.rank is None for t in record.tiers)
+    return sweep and any(t.tier == "tier2" for t in record.tiers)
+
+
+def execution_config(record: PipelineRecord) -> dict[str, Any]:
+    """Return the execution conventions a pipeline ran with (``fee, stake, initial_cash``)."""
+    out: dict[str, Any] = {}
+    for key in ("fee", "stake", "initial_cash"):
+        raw = record.params.get(f"config.{key}")
+        try:
+            out[key] = None if raw is None else json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
 
 
 def _run_pipeline(
@@ -681,15 +713,35 @@ def _run_tier3(
     params: Mapping[str, Any],
     tracker: Tracker,
     say: Callable[[str], None],
-) -> tuple[PipelineRecord, str | None]:
-    try:
-        from tierline.pipeline import run_tier3_candidate  # type: ignore[attr-defined]
-    except ImportError:
-        return record, "tier 3 (hftbacktest) cannot be run by this build: it is not in the pipeline"
-    say(f"[promote] running tier 3 for candidate {rank}")
-    handle = tracker.attach_pipeline(record)
-    run_tier3_candidate(handle, strategy, dict(params), rank=rank, bars=pipeline_bars(record))
-    return tracker.pipeline_by_id(record.run_id), None
+) -> PipelineRecord:
+    from tierline.core.conventions import ExecutionConfig
+    from tierline.data.catalog import Catalog
+    from tierline.engines.hft.config import load_hft_config
+    from tierline.engines.hft.execution import run_tier3
+    from tierline.engines.hft.report import log_tier3
+
+    ds = record.dataset
+    ex = {k: v for k, v in execution_config(record).items() if v is not None}
+    say(f"[promote] running tier 3 (hftbacktest) for candidate {rank}")
+    result = run_tier3(
+        strategy,
+        dict(params),
+        catalog=Catalog(),
+        exchange=ds.exchange,
+        symbol=ds.symbol,
+        timeframe=ds.timeframe,
+        config=load_hft_config(),
+        execution=ExecutionConfig(**ex),
+        bars=pipeline_bars(record),
+        say=say,
+    )
+    log_tier3(tracker.attach_pipeline(record), result, rank=rank)
+    return tracker.pipeline_by_id(record.run_id)
+
+
+def _missing_in(record: PipelineRecord, policy: Policy, rank: int, tier: str) -> bool:
+    checks = evaluate(record, policy, rank)
+    return any(c.tier == tier and not c.passed and c.value == "missing" for c in checks)
 
 
 def evaluate_request(
@@ -713,13 +765,16 @@ def evaluate_request(
     rank, params = select_candidate(record, strategy, request.params)
     notes: list[str] = []
     if request.run_missing and rank is not None:
-        checks = evaluate(record, policy, rank)
-        if any(c.tier == "check" and c.value == "missing" for c in checks):
+        # Only for failed checks: a tier 3 the policy does not require is not run, and a
+        # tier-3 run that exists is not run again.
+        if _missing_in(record, policy, rank, "check"):
             record = _run_causality(record, strategy, rank, params, tracker, say)
-        if any(c.tier == "tier3" and c.value == "missing" for c in checks):
-            record, note = _run_tier3(record, strategy, rank, params, tracker, say)
-            if note:
-                notes.append(note)
+        if _missing_in(record, policy, rank, "tier3"):
+            record = _run_tier3(record, strategy, rank, params, tracker, say)
+    if record.dataset.synthetic and policy.data.allow_synthetic:
+        notes.append(
+            f"the evidence is SYNTHETIC data, allowed by {policy.path}: a demonstration only"
+        )
     return Verdict(
         strategy=strategy.name,
         pipeline=record,
