@@ -175,7 +175,7 @@ class _BookReplay:
         if catalog.files("book", exchange, symbol):
             lf = catalog.scan("book", **self._scan_args)
             t = pl.col("ts_local").dt.epoch("ms")
-            lo, hi = lf.select(t.min(), t.max()).collect().row(0)
+            lo, hi = lf.select(t.min().alias("lo"), t.max().alias("hi")).collect().row(0)
             self.first_ms, self.last_ms = int(lo), int(hi)
         self._reset()
 
