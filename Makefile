@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export UV_LINK_MODE := copy
 
-.PHONY: help setup demo test test-all lint bench lab ui compare trade clean
+.PHONY: help setup demo test test-all lint bench lab ui compare promote trade clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,7 +40,9 @@ demo: setup ## run the main job on the embedded synthetic data (no network, no .
 	$(BIN)/tierline data validate
 	$(BIN)/tierline data ls
 	$(BIN)/tierline run $(STRATEGY) --exchange synthetic --symbol BTC/USDT --timeframe 5m
-	@echo "demo: tiers 1-2 done (see 'tierline runs $(STRATEGY)' or 'make ui'); tier 3 and the promotion gate are not built yet."
+	@echo "demo: promotion gate with the DEMO policy (promotion/demo-policy.toml: synthetic data allowed, relaxed thresholds; never for real money)"
+	$(BIN)/tierline promote $(STRATEGY) --exchange synthetic --policy promotion/demo-policy.toml
+	@echo "demo: done. 'tierline registry show $(STRATEGY)', 'make compare', 'make trade' (dry run); real data: 'make promote STRATEGY=x' with promotion/policy.toml"
 
 lint: setup ## ruff + mypy
 	$(BIN)/ruff check src tests benchmarks research/scripts
@@ -66,6 +68,9 @@ ui: setup ## MLflow UI on 127.0.0.1 against the workspace store
 
 compare: setup ## the tiers of STRATEGY's latest pipeline side by side, HTML report in reports/
 	$(BIN)/tierline compare $(STRATEGY)
+
+promote: setup ## promotion gate for STRATEGY's latest pipeline (ARGS="--params ... --run-missing ...")
+	$(BIN)/tierline promote $(STRATEGY) $(ARGS)
 
 trade: setup ## freqtrade trade the champion of STRATEGY (dry run; LIVE=1 real money, REPLAY=1 local replay)
 	$(BIN)/tierline trade $(STRATEGY) $(if $(filter 1,$(LIVE)),--live,) $(if $(filter 1,$(REPLAY)),--replay,)
