@@ -60,6 +60,12 @@ API_PASSWORD_ENV = "TIERLINE_API_PASSWORD"  # noqa: S105 - the variable's name, 
 STOP_GRACE_S = 30.0
 #: Seconds between two freqtrade loop iterations in a replay (freqtrade's default is 5).
 REPLAY_THROTTLE_S = 2
+#: Log lines after which freqtrade idles forever in a replay: the run is stopped as an error.
+FATAL_LOG_LINES = (
+    "is not compatible with exchange",
+    "Active pair whitelist is empty",
+    '"code": -11',  # a Binance request error from the replay (-1120, -1121, -1130): no retry helps
+)
 
 #: Columns `read_trades` returns (freqtrade's ``trades`` table, dates as UTC datetimes).
 TRADE_COLUMNS = (
@@ -96,8 +102,10 @@ class DryRunResult:
     status
         The replay server's `ReplayServer.status` at the end.
     stopped_by
-        ``condition``, ``interrupt``, ``exited`` (freqtrade stopped on its own) or
-        ``timeout``.
+        ``condition``, ``interrupt``, ``exited`` (freqtrade stopped on its own), ``timeout``
+        or ``error`` (freqtrade logged that it cannot trade the pair; see ``error``).
+    error
+        The log line that stopped the run, if any.
     """
 
     returncode: int | None
@@ -107,6 +115,7 @@ class DryRunResult:
     status: dict[str, Any]
     stopped_by: str
     unknown_paths: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
 
     def trades(self) -> pl.DataFrame:
         """Return the dry-run's trades (`read_trades` of the database)."""
@@ -309,6 +318,10 @@ def run_dryrun(
             if candle != last_report:
                 last_report = candle
                 _log_metrics(db_path, server)
+            if tail.fatal is not None:
+                stopped_by = "error"
+                logger.error("freqtrade cannot trade the replay: %s", tail.fatal)
+                break
             if stop_when is not None and stop_when():
                 stopped_by = "condition"
                 break
@@ -333,6 +346,7 @@ def run_dryrun(
         status=server.status(),
         stopped_by=stopped_by,
         unknown_paths=dict(server.unknown_paths),
+        error=tail.fatal,
     )
 
 
@@ -363,23 +377,32 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 class _LogTail:
-    """Follows freqtrade's log file; copies new lines to stderr when asked."""
+    """Follows freqtrade's log file: copies new lines to stderr when asked, and keeps the
+    first line showing that freqtrade cannot trade the replayed pair (`FATAL_LOG_LINES`)."""
 
     def __init__(self, path: Path, *, echo: bool) -> None:
         self.path = path
         self.echo = echo
+        self.fatal: str | None = None
         self._pos = 0
 
     def pump(self) -> None:
-        if not self.echo or not self.path.exists():
+        if not self.path.exists():
             return
         with self.path.open("r", errors="replace") as f:
             f.seek(self._pos)
             chunk = f.read()
             self._pos = f.tell()
-        if chunk:
+        if not chunk:
+            return
+        if self.echo:
             sys.stderr.write(chunk)
             sys.stderr.flush()
+        if self.fatal is None:
+            for line in chunk.splitlines():
+                if any(p in line for p in FATAL_LOG_LINES):
+                    self.fatal = line.split(" - ", 3)[-1].strip()
+                    break
 
 
 # ---------------------------------------------------------------------- the trade database
