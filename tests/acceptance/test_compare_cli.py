@@ -134,7 +134,9 @@ def test_printed_values_are_the_mlflow_metrics_of_every_tier_run(pipeline: dict[
     record = pipeline["record"]
     rows = _rows(pipeline["out"])
     assert sorted(rows) == sorted(_label(t) for t in record.tiers)
-    assert len(rows) == 1 + 2 * 3 + 1  # sweep, 2 x (vectorbt, nautilus, freqtrade), tier 3
+    # the sweep, 2 x (vectorbt, nautilus, freqtrade), and tier 3 of candidate 1 (at least)
+    assert len([label for label in rows if "tier3" not in label]) == 1 + 2 * 3
+    assert "#1 tier3/hftbacktest" in rows
     for t in record.tiers:
         cells = rows[_label(t)]
         assert cells[1] == (
@@ -171,7 +173,7 @@ def test_html_overlays_one_equity_trace_per_tier_run_with_its_values(
     runs = [t for t in record.tiers if t.rank is not None]
     traces = _plotly_data(html, "tierline-equity")
     assert sorted(tr["name"] for tr in traces) == sorted(_label(t) for t in runs)
-    assert len(traces) == 7
+    assert len(traces) == len(runs) >= 7
     for t in runs:
         (trace,) = [tr for tr in traces if tr["name"] == _label(t)]
         equity = tracker.load_frame(t.run_id, "equity.parquet")
