@@ -116,7 +116,7 @@ def test_promote_ls_show_rollback_sync(demo, capsys) -> None:  # type: ignore[no
     code, out = _run(demo, capsys, "promote", "sma_cross", "--policy", str(DEMO_POLICY))
     assert code == 0, out
     assert "promoted sma_cross (fast=15,slow=130): tierline-sma_cross@champion = version 1" in out
-    assert "NOTE: the evidence is SYNTHETIC data" in out
+    assert "note: the evidence is SYNTHETIC data" in out
     record = json.loads((tmp / "registry" / "sma_cross.json").read_text())
     assert record["params"] == {"fast": 15, "slow": 130} and record["data"][0]["synthetic"]
     assert record["policy"]["path"] == str(DEMO_POLICY)

@@ -119,16 +119,10 @@ def _cmd_promote(args: argparse.Namespace) -> int:
         print(f"dry run: {args.strategy} would be promoted; nothing was changed")
         return 0
     record = promote(request, policy, places)
-    data = record["data"][0]
     print(
         f"promoted {record['strategy']} ({format_params(record['params'])}): "
         f"{record['model']['name']}@champion = version {record['model']['version']}"
     )
-    if data.get("synthetic"):
-        print(
-            "  NOTE: the evidence is SYNTHETIC data (the policy allows it): a demonstration, "
-            "not a strategy to trade"
-        )
     name = record["strategy"]
     print(f"  next: `tierline registry show {name}`, `make trade STRATEGY={name}`")
     return 0
