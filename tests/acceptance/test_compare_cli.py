@@ -250,3 +250,18 @@ def test_run_id_out_and_errors(pipeline: dict[str, Any]) -> None:
     assert rc == 2 and "is of strategy 'sma_cross', not 'rsi_reversion'" in err
     rc, _, err = _main(["compare", "donchian_breakout", "--tracking-uri", uri])
     assert rc == 2 and "no finished pipeline run of 'donchian_breakout'" in err
+    # A newer partial pipeline (what `tierline sweep` logs: a sweep, no tier 2) is skipped.
+    tracker = pipeline["tracker"]
+    with tracker.pipeline(strategy="sma_cross", dataset=record.dataset, argv=["sweep"]) as p:
+        with p.tier(tier="tier1", engine="vectorbt") as run:
+            run.log_metrics({"total_return": 0.5, "trades": 3})
+    partial = tracker.latest_pipeline("sma_cross")
+    assert partial is not None and partial.run_id != record.run_id
+    rc, out, _ = _main(["compare", "sma_cross", "--tracking-uri", uri, "--no-log"])
+    assert rc == 0 and f"pipeline run {record.run_id}" in out
+    assert _rows(out) == _rows(pipeline["out"])
+    rc, out, _ = _main(
+        ["compare", "sma_cross", "--run-id", partial.run_id, "--tracking-uri", uri, "--no-log"]
+    )
+    assert rc == 0 and list(_rows(out)) == ["sweep"]
+    assert _rows(out)["sweep"][2:6] == ["0.5000", "–", "–", "3"]

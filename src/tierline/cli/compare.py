@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
         "compare",
         help="print a pipeline's tiers side by side and write an HTML comparison report",
         description=(
-            "Compare the tier runs of the latest finished pipeline run of STRATEGY (or "
+            "Compare the tier runs of the latest complete pipeline run of STRATEGY (or "
             "--run-id): tier-1 sweep and vectorbt, tier-2 nautilus and freqtrade, tier-3 "
             "hftbacktest, under the same metric names (total_return, sharpe, max_drawdown, "
             "trades, shortfall_bps, fill_ratio; – where a tier does not measure one). Writes an "

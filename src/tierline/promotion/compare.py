@@ -83,6 +83,7 @@ MAX_POINTS = 4_000
 #: What an absent metric prints as.
 ABSENT = "–"
 _DECIMALS = {"sharpe": 3, "trades": 0, "shortfall_bps": 2, "shortfall_bps_max": 2, "orders": 0}
+_SEARCH = 10  # newest finished pipelines searched for a complete one
 _TIER_ORDER = {("tier1", "vectorbt"): 0, ("tier2", "nautilus"): 1, ("tier2", "freqtrade"): 2}
 
 
@@ -195,8 +196,9 @@ def _sort_key(t: TierRecord) -> tuple[int, int, str]:
 
 
 def build_comparison(tracker: Tracker, strategy: str, *, run_id: str | None = None) -> Comparison:
-    """Return the comparison of a pipeline run: the latest FINISHED one of ``strategy`` or
-    ``run_id``.
+    """Return the comparison of a pipeline run: ``run_id``, else the newest FINISHED complete
+    pipeline of ``strategy`` (a tier-1 sweep and tier-2 runs, what `tierline run` logs and
+    `tierline promote` evaluates) among the last ten, else the newest FINISHED one.
 
     Raises
     ------
@@ -211,13 +213,17 @@ def build_comparison(tracker: Tracker, strategy: str, *, run_id: str | None = No
                 f"pipeline run {run_id} is of strategy {record.strategy!r}, not {strategy!r}"
             )
     else:
-        found = tracker.latest_pipeline(strategy)
-        if found is None:
+        from tierline.promotion.gate import is_complete
+
+        # What `tierline promote` evaluates: the newest complete pipeline (`tierline sweep` and
+        # `tierline hft` log partial ones of their own); else the newest finished one.
+        finished = tracker.pipelines(strategy, limit=_SEARCH, status="FINISHED")
+        if not finished:
             raise ConfigError(
                 f"no finished pipeline run of {strategy!r} in {tracker.uri}: run "
                 f"`tierline run {strategy} ...` (make demo) first"
             )
-        record = found
+        record = next((r for r in finished if is_complete(r)), finished[0])
     tiers = sorted(
         (t for t in record.tiers if t.tier in ("tier1", "tier2", "tier3")), key=_sort_key
     )
