@@ -1114,18 +1114,26 @@ class Tracker:
         handle = _RunHandle(self, run.info.run_id)
         with self._ending(handle):
             handle.set_tags(dict(run_tags or {}))
-            env_log = logging.getLogger("mlflow.utils.environment")
-            level = env_log.level
-            env_log.setLevel(logging.ERROR)  # "Failed to resolve installed pip version": uv venv
+            # Quiet: "Failed to resolve installed pip version" (a uv venv has no pip) and the
+            # notices of copying uv.lock into the model (kept: it pins the environment).
+            quiet = [
+                logging.getLogger(n) for n in ("mlflow.utils.environment", "mlflow.utils.uv_utils")
+            ]
+            levels = [q.level for q in quiet]
+            for q in quiet:
+                q.setLevel(logging.ERROR)
             with tempfile.TemporaryDirectory(prefix="tierline-model-") as tmp:
                 local = Path(tmp) / MODEL_ARTIFACT
-                mlflow.pyfunc.save_model(
-                    str(local),
-                    loader_module=loader_module,
-                    data_path=str(data_path),
-                    pip_requirements=list(pip_requirements),
-                )
-                env_log.setLevel(level)
+                try:
+                    mlflow.pyfunc.save_model(
+                        str(local),
+                        loader_module=loader_module,
+                        data_path=str(data_path),
+                        pip_requirements=list(pip_requirements),
+                    )
+                finally:
+                    for q, lv in zip(quiet, levels, strict=True):
+                        q.setLevel(lv)
                 self.client.log_artifacts(run.info.run_id, str(local), MODEL_ARTIFACT)
         try:
             self.client.create_registered_model(
