@@ -465,3 +465,42 @@ def test_model_of_a_workspace_strategy_keeps_its_own_copy_of_the_source(
     assert model.params == {"k": 24}
     with pytest.raises(ConfigError, match="DataFrame"):
         model.predict([1, 2, 3])  # type: ignore[arg-type]
+
+
+def test_tier3_checks_run_missing_tier3_and_judge_synthetic_l2(
+    evidence: Evidence, ws: Workspace
+) -> None:
+    # January 2024 has no real L2 in the data: tier 3 replays on a book synthesised from bars.
+    no_synthetic = _lax(ws.tmp, required="true", min_fill_ratio="0.5")
+    with pytest.raises(GateRejected) as info:
+        _promote(ws, no_synthetic, run_missing=True)  # runs tier 3 (hftbacktest) first
+    (failed,) = info.value.verdict.failed
+    assert (failed.name, failed.value, failed.threshold) == ("L2 book", "synthetic", "real")
+    assert read_record("sma_cross", ws.places.root) is None
+    (t3,) = _pipeline(ws, evidence.run_id).find("tier3", "hftbacktest", 1)
+    assert t3.status == "FINISHED" and t3.tags["l2"] == "synthetic"
+    assert t3.metrics["orders"] > 0 and 0.0 <= t3.metrics["fill_ratio"] <= 1.0
+    checks = {c.name: c for c in info.value.verdict.checks}
+    assert checks["shortfall (bps)"].value == pytest.approx(t3.metrics["shortfall_bps"])
+    assert checks["fill ratio"].value == pytest.approx(t3.metrics["fill_ratio"])
+    assert checks["net return"].value == pytest.approx(t3.metrics["total_return"])
+
+    # net return must be ABOVE the minimum: a minimum at the measured value fails
+    at_value = _lax(
+        ws.tmp,
+        required="true",
+        allow_synthetic_l2="true",
+        min_fill_ratio="0.5",
+        min_net_return=repr(t3.metrics["total_return"]),
+    )
+    with pytest.raises(GateRejected) as info:
+        _promote(ws, at_value)  # the tier-3 run now exists: nothing is run again
+    assert [c.name for c in info.value.verdict.failed] == ["net return"]
+    assert len(_pipeline(ws, evidence.run_id).find("tier3")) == 1
+
+    allowed = _lax(ws.tmp, required="true", allow_synthetic_l2="true", min_fill_ratio="0.5")
+    record = _promote(ws, allowed)
+    assert record["runs"]["tier3"] == t3.run_id
+    passed = {c["name"]: c for c in record["verdict"]["checks"]}
+    assert passed["L2 book"]["value"] == "synthetic" and passed["L2 book"]["passed"]
+    assert passed["fill ratio"]["value"] == pytest.approx(t3.metrics["fill_ratio"])
