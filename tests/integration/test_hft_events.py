@@ -443,6 +443,14 @@ def test_l2_span_errors_name_the_symbol_and_span(l2_catalog: Catalog, tmp_path: 
         l2_events(l2_catalog, "binance", sym, start="2024-08-09T00:00", end="2024-08-09T01:00")
     with pytest.raises(DataError, match=r"empty span"):
         l2_events(l2_catalog, "binance", sym, start="2024-08-09T00:02", end="2024-08-09T00:01")
+    with pytest.raises(
+        DataError,
+        match=(
+            r"covers the span \[first snapshot \.\. 2024-08-08 23:54:00\.000 UTC\): it ends "
+            r"before the book's first snapshot at 2024-08-08 23:54:15\.48"
+        ),
+    ):
+        l2_events(l2_catalog, "binance", sym, end="2024-08-08T23:54")
     # a catalog whose first book partition is the second half of a session: no snapshot
     cat = Catalog(tmp_path / "parquet")
     second = l2_catalog.read("book", exchange="binance", symbol=sym, start="2024-08-09")
@@ -531,6 +539,47 @@ def test_cache_hit_rebuild_on_change_and_on_corruption(
     l2_events(cat, "binance", sym, cache=False)
     assert len(calls) == 6
     assert not (cat.root / ".cache").exists()
+    # a cache that cannot be written (a file where its folder goes) is skipped, not fatal
+    (cat.root / ".cache").write_text("not a folder")
+    unwritable = l2_events(cat, "binance", sym)
+    assert len(calls) == 8
+    np.testing.assert_array_equal(unwritable.events, changed.events)
+    assert (cat.root / ".cache").read_text() == "not a folder"
+
+
+def test_span_after_midnight_keeps_trades_of_the_day_before_received_after_its_start(
+    small_catalog: Catalog,
+) -> None:
+    """Trades are filed by exchange date; one sent just before midnight and received just
+    after it belongs to a span starting at midnight (it lives in the previous partition)."""
+    cat, sym = small_catalog, "ETH/USDT"
+    midnight = hft_events._bound_ns("2024-08-09")
+    late = pl.DataFrame(
+        {
+            "ts": [midnight - 1],
+            "price": [2611.11],
+            "qty": [7.77],
+            "side": ["sell"],
+            "trade_id": ["late"],
+        }
+    ).with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
+    cat.write_trades(late, exchange="binance", symbol=sym, source="test")
+
+    def ours(ev: L2Events) -> np.ndarray:
+        rows = _local(ev.events)
+        return rows[(_kind(rows) == TRADE_EVENT) & (rows["px"] == 2611.11)]
+
+    (whole,) = ours(l2_events(cat, "binance", sym))
+    assert whole["exch_ts"] == midnight - 1 and whole["local_ts"] >= midnight  # the premise
+    span = l2_events(cat, "binance", sym, start=midnight, end=int(whole["local_ts"]) + 1)
+    assert span.partitions == ("2024-08-08", "2024-08-09")
+    validate_event_order(span.events)
+    (got,) = ours(span)
+    assert got.tolist() == whole.tolist()
+    assert got["ev"] & np.uint64(SELL_EVENT)
+    # a span starting after it does not see it
+    after = l2_events(cat, "binance", sym, start=int(whole["local_ts"]) + 1)
+    assert ours(after).size == 0
 
 
 # ---------------------------------------------------------------------- order_events

@@ -31,6 +31,8 @@ mtime and inode of its book and trades files; a changed or corrupt cache file is
 Consecutive partitions chain: the book carries over midnight, so a span that starts after
 the session's snapshot begins with a synthesised snapshot of the book at its start (the
 cache keeps each partition's last level updates so this needs no replay of earlier days).
+Trades are filed under the date of their exchange time, so such a span also takes the
+previous date's trades received at or after its start.
 """
 
 from __future__ import annotations
@@ -152,20 +154,22 @@ def l2_events(
         after a snapshot opens the array with a snapshot of the book at ``start``.
     cache
         Read and write the per-partition cache under ``<root>/.cache/hft/`` (False converts
-        from Parquet and writes nothing).
+        from Parquet and writes nothing; a cache that cannot be written is logged and
+        skipped).
 
     Returns
     -------
     L2Events
-        The events, tick and lot size (``nautilus/venues.toml`` via `instrument_for` when the
-        instrument is configured there, else the finest step the book's prices and
+        The events, tick and lot size (``nautilus/venues.toml`` when the instrument is
+        configured there, else the finest step the book's prices and
         quantities show), the span, and the dates read.
 
     Raises
     ------
     DataError
         If the catalog has no L2 book for the symbol, the span is not covered (it starts
-        before the first snapshot or after the last event, or ends after the last event), a
+        before the first snapshot or after the last event, or ends before the first snapshot
+        or after the last event), a
         date inside the span has no book partition, the first partition has no snapshot, or
         a partition breaks the book or trades contract. The message names the exchange,
         symbol and span.
@@ -236,7 +240,15 @@ def l2_events(
             if part.has_clear:
                 break
             d = prev
-    events = np.concatenate([p.events for p in parts])
+    if hi is not None and hi <= lo:
+        raise DataError(
+            f"no L2 book for {what} covers {span}: it ends before the book's first snapshot "
+            f"at {_fmt(lo)} (local time)"
+        )
+    # Trades belong to the date of their exchange time, so the day before the span's first
+    # date may hold trades received on or after `start` (a few ms past midnight).
+    spill = carried[-1].events[carried[-1].events["local_ts"] >= lo] if carried else None
+    events = np.concatenate([*([spill] if spill is not None else []), *(p.events for p in parts)])
     events = events[np.argsort(events["local_ts"], kind="stable")]
     last_local = int(events["local_ts"][-1])
     if hi is None:
@@ -344,7 +356,10 @@ def _load_partition(
             return part
     part = _convert_partition(day, book_file, trades_file)
     if cache:
-        _write_cache(path, key, part)
+        try:
+            _write_cache(path, key, part)
+        except OSError as e:  # e.g. a read-only catalog: convert again next time
+            logger.warning("L2 cache %s cannot be written (%s): not cached", path, e)
     return part
 
 
