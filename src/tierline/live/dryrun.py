@@ -290,7 +290,8 @@ def run_dryrun(
         cmd += ["--config", str(c)]
     cmd += ["--strategy", SHIM_STRATEGY, "--userdir", str(udir), "--logfile", str(log_path)]
     cmd += list(extra_args)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FREQTRADE__")}
+    # freqtrade configures no logging (so writes no --logfile) when it sees PYTEST_VERSION
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FREQTRADE__", "PYTEST_"))}
     env.update(env_api)
     env.setdefault("PYTHONUNBUFFERED", "1")
     server.metrics_provider = lambda: trade_metrics(db_path)
