@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,20 @@ def _add_parser(sub: Any) -> argparse.ArgumentParser:
         help="promotion policy for a rewritten config (default promotion/policy.toml)",
     )
     p.add_argument(
+        "--replay",
+        action="store_true",
+        help=(
+            "dry run offline against a local replay of the catalog (the champion's exchange, "
+            "pair and timeframe; see `tierline replay serve`); `tierline shadow STRATEGY --run "
+            "latest` then compares it with the backtest"
+        ),
+    )
+    p.add_argument(
+        "--replay-from",
+        default=None,
+        help="with --replay: catalog time of the first replayed candle (default: 1000 in)",
+    )
+    p.add_argument(
         "--print-command",
         action="store_true",
         help="print the freqtrade command line (keys redacted) and exit without running it",
@@ -94,8 +110,10 @@ def _add_parser(sub: Any) -> argparse.ArgumentParser:
 def run_trade_command(cmd: Any) -> int:
     """Run a `tierline.promotion.handoff.TradeCommand`; return freqtrade's exit code.
 
-    Ctrl-C reaches freqtrade too (same process group); this waits for it to stop. The
-    temporary key file is deleted in every case.
+    Ctrl-C reaches freqtrade too (same process group); SIGTERM and SIGHUP sent to this
+    process alone (a service manager, a closed terminal) are passed on to freqtrade. Either
+    way this waits for freqtrade to stop, so the temporary key file is deleted in every case
+    short of SIGKILL.
     """
     import subprocess
 
@@ -106,17 +124,43 @@ def run_trade_command(cmd: Any) -> int:
             proc = subprocess.Popen(cmd.argv, env=cmd.env)  # noqa: S603 - argv built by trade_command
         except OSError as e:
             raise ConfigError(f"cannot start freqtrade ({cmd.argv[0]}): {e}") from e
-        while True:
-            try:
-                return int(proc.wait())
-            except KeyboardInterrupt:  # freqtrade got it too and is shutting down
-                continue
+        with _forwarding_signals(proc):
+            while True:
+                try:
+                    return int(proc.wait())
+                except KeyboardInterrupt:  # freqtrade got it too and is shutting down
+                    continue
     finally:
         cmd.remove_temporaries()
 
 
+@contextlib.contextmanager
+def _forwarding_signals(proc: Any) -> Iterator[None]:
+    """Pass SIGTERM and SIGHUP on to ``proc`` instead of dying (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, _frame: Any) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _cmd_trade(args: argparse.Namespace) -> int:
     from tierline.promotion.handoff import prepare_trade
+
+    if args.replay:
+        return _cmd_trade_replay(args)
 
     cmd = prepare_trade(
         args.strategy,
@@ -135,3 +179,37 @@ def _cmd_trade(args: argparse.Namespace) -> int:
     print(f"{args.strategy}: freqtrade trade ({mode}); Ctrl-C stops it", file=sys.stderr)
     print(cmd.printable(), file=sys.stderr, flush=True)
     return run_trade_command(cmd)
+
+
+def _cmd_trade_replay(args: argparse.Namespace) -> int:
+    """``--replay``: the champion's config against a local replay (tierline.live.dryrun)."""
+    from tierline.errors import ConfigError
+    from tierline.live.dryrun import trade_replay
+    from tierline.promotion.handoff import prepare_trade
+    from tierline.promotion.registry import read_record, registry_root
+
+    if args.live:
+        raise ConfigError("--replay is a dry run against a local replay: not with --live")
+    cmd = prepare_trade(
+        args.strategy, config=args.config, registry_root=args.registry, policy_path=args.policy
+    )
+    cmd.remove_temporaries()
+    configs = [Path(cmd.argv[i + 1]) for i, a in enumerate(cmd.argv) if a == "--config"]
+    record = read_record(args.strategy, registry_root(args.registry))
+    assert record is not None  # prepare_trade refuses a strategy without a champion
+    extra = list(args.freqtrade_args)
+    if args.dry_run_wallet is not None:
+        extra += ["--dry-run-wallet", repr(float(args.dry_run_wallet))]
+    result = trade_replay(record, configs, start=args.replay_from, extra_args=extra)
+    trades = result.trades()
+    print(
+        f"replay stopped ({result.stopped_by}) at {result.status['cursor']} (catalog time): "
+        f"{len(trades)} dry-run trade(s) in {result.db_path}; "
+        f"`tierline shadow {args.strategy} --run {result.db_path.parent}` compares them with "
+        "the backtest",
+        file=sys.stderr,
+    )
+    if result.error:
+        print(f"error: freqtrade cannot trade the replay: {result.error}", file=sys.stderr)
+        return 1
+    return 0
