@@ -5,12 +5,14 @@ never printed; and a real ``freqtrade trade`` dry run started on the generated c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +68,9 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv(SECRET_ENV, raising=False)
     monkeypatch.delenv("TIERLINE_REGISTRY_DIR", raising=False)
     monkeypatch.delenv("TIERLINE_POLICY", raising=False)
+    # key files go to a temporary folder of this test alone (others may write to /tmp)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     return tmp_path
 
 
@@ -164,10 +169,29 @@ def test_refused_live_run_leaves_no_key_file(
 ) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.setenv(SECRET_ENV, SECRET)
-    before = set(Path(tempfile.gettempdir()).glob("tierline-*.json"))
     rc = main(["trade", "sma_cross", "--live", "--dry-run-wallet", "5", "--print-command"])
     assert rc == 2 and "--dry-run-wallet applies to dry runs only" in capsys.readouterr().err
-    assert set(Path(tempfile.gettempdir()).glob("tierline-*.json")) == before
+    assert list((workspace / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("only", [KEY_ENV, SECRET_ENV])
+def test_live_with_one_of_the_two_key_variables_is_refused(
+    only: str,
+    workspace: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # even with a private config present: a half-set environment is a mistake, not a fallback
+    private = workspace / "ud" / "config.private.json"
+    private.write_text(json.dumps({"exchange": {"key": "other", "secret": "other"}}))
+    monkeypatch.setenv(only, KEY)
+    rc = main(["trade", "sma_cross", "--live", "--print-command"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out.count("--config") == 0
+    missing = SECRET_ENV if only == KEY_ENV else KEY_ENV
+    assert f"{only} is set but {missing} is empty or unset" in err and "refusing" in err
+    assert KEY not in out + err
+    assert list((workspace / "tmp").iterdir()) == []
 
 
 def test_live_keys_from_the_private_config(
@@ -189,12 +213,11 @@ def test_live_is_refused_for_a_champion_from_an_exchange_freqtrade_cannot_trade(
     )
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.setenv(SECRET_ENV, SECRET)
-    before = set(Path(tempfile.gettempdir()).glob("tierline-*.json"))
     rc = main(["trade", "sma_cross", "--live", "--print-command"])
     assert rc == 2
     assert "refusing --live" in capsys.readouterr().err
     assert main(["trade", "sma_cross", "--print-command"]) == 0  # a dry run is fine
-    assert set(Path(tempfile.gettempdir()).glob("tierline-*.json")) == before
+    assert list((workspace / "tmp").iterdir()) == []
 
 
 def test_the_private_config_is_git_ignored_and_its_example_is_not() -> None:
@@ -204,6 +227,61 @@ def test_the_private_config_is_git_ignored_and_its_example_is_not() -> None:
 
     assert ignored("freqtrade/user_data/config.private.json")
     assert not ignored("freqtrade/user_data/config.private.example.json")
+
+
+_BOT = """
+import os, signal, sys, time
+from pathlib import Path
+out = Path(sys.argv[1])
+def stop(signum, frame):
+    out.write_text(f"stopped by signal {signum}")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+out.with_suffix(".pid").write_text(str(os.getpid()))
+while True:
+    time.sleep(0.05)
+"""
+_TIERLINE = """
+import sys
+from tierline.cli.trade import run_trade_command
+from tierline.promotion.handoff import TradeCommand, private_key_config
+keys = private_key_config()
+cmd = TradeCommand(argv=[sys.executable, sys.argv[1], sys.argv[2]], env={}, cleanup=(keys,))
+sys.exit(run_trade_command(cmd))
+"""
+
+
+def test_sigterm_to_tierline_trade_stops_the_bot_and_removes_the_key_file(
+    tmp_path: Path,
+) -> None:
+    """A service manager stopping `tierline trade` (SIGTERM to it alone) stops the bot
+    through it and the key file goes; the bot here is a stand-in process that records the
+    signal it got (the freqtrade bot itself is started in the test below)."""
+    (tmp_path / "tmp").mkdir()
+    bot, marker = tmp_path / "bot.py", tmp_path / "bot.out"
+    bot.write_text(_BOT)
+    env = {**os.environ, KEY_ENV: KEY, SECRET_ENV: SECRET, "TMPDIR": str(tmp_path / "tmp")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TIERLINE, str(bot), str(marker)], env=env, cwd=tmp_path
+    )
+    pid_file = marker.with_suffix(".pid")
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert pid_file.exists(), "the stand-in bot did not start"
+        (key_file,) = (tmp_path / "tmp").iterdir()
+        assert json.loads(key_file.read_text())["exchange"]["secret"] == SECRET
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # the bot's exit code
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert marker.read_text() == f"stopped by signal {int(signal.SIGTERM)}"
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 # ---------------------------------------------------------------------- a real dry run

@@ -404,15 +404,32 @@ class TradeCommand:
 def private_key_config(directory: Path | None = None) -> Path | None:
     """Write ``TIERLINE_EXCHANGE_KEY``/``_SECRET`` into a private temporary config (mode 0600).
 
+    Parameters
+    ----------
+    directory
+        Where to create the file (default: the system's temporary folder).
+
     Returns
     -------
     pathlib.Path or None
-        The file (``{"exchange": {"key": ..., "secret": ...}}``), or None when the variables
-        are not both set.
+        The file (``{"exchange": {"key": ..., "secret": ...}}``), or None when neither
+        variable is set.
+
+    Raises
+    ------
+    ConfigError
+        If only one of the two variables is set (rather than silently falling back to
+        another source of keys).
     """
     key, secret = os.environ.get(KEY_ENV), os.environ.get(SECRET_ENV)
-    if not key or not secret:
+    if not key and not secret:
         return None
+    if not key or not secret:
+        have, missing = (KEY_ENV, SECRET_ENV) if key else (SECRET_ENV, KEY_ENV)
+        raise ConfigError(
+            f"live trading: {have} is set but {missing} is empty or unset; set both (or "
+            "neither, to use the private config file); refusing to start"
+        )
     fd, name = tempfile.mkstemp(prefix="tierline-keys-", suffix=".json", dir=directory)
     try:
         os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
@@ -471,7 +488,8 @@ def trade_command(
     Raises
     ------
     ConfigError
-        If ``live`` and no keys are available, or the config is missing.
+        If ``live`` and no keys are available (or only one of the two key variables is
+        set), or the config is missing.
     """
     from tierline.engines.freqtrade import SHIM_STRATEGY
     from tierline.engines.freqtrade import userdir as default_userdir
