@@ -203,8 +203,11 @@ def _pipeline(w: Workspace, run_id: str):  # type: ignore[no-untyped-def]
 
 
 def test_passing_promotion_writes_the_champion_everywhere(
-    evidence: Evidence, ws: Workspace
+    evidence: Evidence, ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    secret = "s3cr3t-Exchange-Key-0xDEADBEEF"
+    monkeypatch.setenv("TIERLINE_EXCHANGE_SECRET", secret)
+    monkeypatch.setenv("TIERLINE_EXCHANGE_KEY", secret)
     policy = _lax(ws.tmp)
     record = _promote(ws, policy)
     pipe = _pipeline(ws, evidence.run_id)
@@ -243,6 +246,10 @@ def test_passing_promotion_writes_the_champion_everywhere(
     registry = (ws.config.parent / config["tierline"]["registry"]).resolve()
     assert registry == (ws.places.root / "sma_cross.json").resolve()
     assert consistency("sma_cross", ws.places) == []
+    # no secret from the environment reaches registry/, the config or the model version
+    assert secret not in (ws.places.root / "sma_cross.json").read_text()
+    assert secret not in ws.config.read_text()
+    assert secret not in json.dumps(version.tags)
 
 
 def test_failing_promotion_changes_nothing(evidence: Evidence, ws: Workspace) -> None:
@@ -504,3 +511,17 @@ def test_tier3_checks_run_missing_tier3_and_judge_synthetic_l2(
     passed = {c["name"]: c for c in record["verdict"]["checks"]}
     assert passed["L2 book"]["value"] == "synthetic" and passed["L2 book"]["passed"]
     assert passed["fill ratio"]["value"] == pytest.approx(t3.metrics["fill_ratio"])
+
+
+def test_lock_held_elsewhere_times_out_naming_the_holder(tmp_path: Path) -> None:
+    from tierline.promotion.lock import LockTimeout, file_lock
+
+    path = tmp_path / ".x.lock"
+    with file_lock(path, timeout=1):
+        started = time.monotonic()
+        with pytest.raises(LockTimeout, match=rf"held by another process \(pid {os.getpid()}\)"):
+            with file_lock(path, timeout=0.3, what="promotion of x"):
+                pass  # pragma: no cover
+        assert 0.3 <= time.monotonic() - started < 5
+    with file_lock(path, timeout=0):  # released: free at once
+        assert path.read_text().strip() == str(os.getpid())
