@@ -296,6 +296,25 @@ def _tier3_checks(record: PipelineRecord, policy: Policy, rank: int) -> list[Che
         if run is not None:
             note = run.tags.get("error", f"the tier-3 run {run.status}")[:200]
         return [_missing("hftbacktest execution run", "tier3", note, value)]
+    if run.metrics.get("orders") == 0.0:  # nothing replayed: no execution evidence
+        note = (
+            "the tier-3 run replayed no orders (no decision inside the L2 book's span?): "
+            "no execution evidence"
+        )
+        if not p.required:
+            return [
+                Check(
+                    name="hftbacktest execution run",
+                    tier="tier3",
+                    op="present",
+                    threshold=_FINISHED,
+                    value="0 orders",
+                    passed=True,
+                    skipped=True,
+                    note=note,
+                )
+            ]
+        return [_missing("hftbacktest execution run", "tier3", note, "0 orders")]
     l2 = run.tags.get("l2", "")
     synthetic_ok = p.allow_synthetic_l2 or l2 == "real"
     return [
@@ -469,7 +488,7 @@ class Verdict:
                 ).rstrip()
             )
         for c in self.checks:
-            if c.note and not c.passed:
+            if c.note and (not c.passed or c.skipped):
                 lines.append(f"  - {c.name}: {c.note}")
         lines.extend(f"  note: {n}" for n in self.notes)
         n_fail = len(self.failed)
