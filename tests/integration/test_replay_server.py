@@ -10,6 +10,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,10 @@ def test_depth_is_the_real_book_where_the_catalog_has_l2(replay_catalog: Catalog
         assert srv.status()["book"] == "real"
     # oracle: the catalog's rows up to the cursor, applied one by one
     rows = replay_catalog.read(
-        "book", exchange="binance", symbol="BTC/USDT", end=(cursor + 1) * 1_000_000
+        "book",
+        exchange="binance",
+        symbol="BTC/USDT",
+        end=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=cursor + 1),
     )
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}

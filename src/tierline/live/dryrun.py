@@ -414,7 +414,7 @@ def read_trades(db_path: Path) -> pl.DataFrame:
     stores naive UTC). An absent database (freqtrade never got as far as creating it) gives
     an empty frame.
     """
-    schema = {
+    schema: dict[str, Any] = {
         "id": pl.Int64,
         "pair": pl.String,
         "is_open": pl.Boolean,

@@ -62,7 +62,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -96,6 +96,7 @@ SYNTHETIC_DEPTH = 100
 #: Quote notional at the touch of a synthesised book (any stake fills there in one piece).
 TOUCH_NOTIONAL = 1e12
 _MS = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KLINES_MAX = 1000
 _DEPTH_LIMITS = (1, 5000)
 _BINANCE_INTERVALS = (
@@ -210,8 +211,8 @@ class _BookReplay:
             self._catalog.scan(
                 "book",
                 **self._scan_args,
-                start=from_ms * _MS,
-                end=to_ms * _MS,
+                start=_utc(from_ms),
+                end=_utc(to_ms),
             )
             .select(
                 pl.col("ts_local").dt.epoch("ms"),
@@ -421,7 +422,8 @@ class ReplayServer:
     def url(self) -> str:
         """Return the base URL, ``http://127.0.0.1:<port>``."""
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        name = host if isinstance(host, str) else host.decode()
+        return f"http://{name}:{port}"
 
     def start(self) -> ReplayServer:
         """Serve in a background thread; return self."""
@@ -893,6 +895,10 @@ def _int_param(
 def _num(x: float) -> str:
     """Return a decimal string that parses back to exactly ``x`` (no exponent)."""
     return np.format_float_positional(float(x), unique=True, trim="-")
+
+
+def _utc(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def _iso(ms: int) -> str:

@@ -40,6 +40,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -271,7 +272,7 @@ def shadow_report(
     params = strategy.validate_params(run.params)
     start = first_decision - (strategy.warmup(params) - 1) * tf
     bars = catalog.read_ohlcv(
-        run.exchange, run.symbol, run.timeframe, start * _MS, (last_closed + tf) * _MS
+        run.exchange, run.symbol, run.timeframe, _dt(start), _dt(last_closed + tf)
     )
     market = {"exchange": run.exchange, "symbol": run.symbol}
     bt = run_backtest(engine, strategy, bars, params, config, **market)
@@ -485,10 +486,8 @@ def read_manifest(workdir: Path) -> tuple[ShadowRun, dict[str, Any]]:
         raise ConfigError(f"{path}: not a replay run manifest ({e})") from e
 
 
-def _dt(ms: int) -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+def _dt(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
 def _ts(value: Any) -> str:
