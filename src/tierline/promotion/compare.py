@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tierline.engines.hft.report import TIER3_METRICS
 from tierline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -64,18 +65,9 @@ COLUMNS: tuple[str, ...] = (
     "shortfall_bps",
     "fill_ratio",
 )
-#: Tier-3 execution metrics shown in the shortfall summary.
-TIER3_COLUMNS: tuple[str, ...] = (
-    "shortfall_bps",
-    "shortfall_bps_max",
-    "fill_ratio",
-    "time_to_fill_s",
-    "maker_share",
-    "net_pnl",
-    "fees",
-    "orders",
-    "total_return",
-)
+#: Tier-3 execution metrics shown in the shortfall summary: what the tier-3 run logs beside
+#: the common metrics, and its return.
+TIER3_COLUMNS: tuple[str, ...] = (*TIER3_METRICS, "total_return")
 #: Tier-3 tags shown in the shortfall summary.
 TIER3_TAGS: tuple[str, ...] = ("l2", "style", "latency_model", "queue_model")
 #: Points per equity curve in the HTML page (the data in MLflow is not thinned).
@@ -139,19 +131,6 @@ class Comparison:
         """Return the strategy name."""
         return self.pipeline.strategy
 
-    def find(self, label: str) -> CompareRow:
-        """Return the row called ``label`` (e.g. ``#1 tier2/nautilus``).
-
-        Raises
-        ------
-        KeyError
-            If there is none.
-        """
-        for row in self.rows:
-            if row.label == label:
-                return row
-        raise KeyError(label)
-
     def to_json(self) -> dict[str, Any]:
         """Return the comparison as JSON-friendly data (NaN/inf as strings)."""
         return {
@@ -176,12 +155,8 @@ class Comparison:
 
 
 def _json_number(value: float | None) -> float | str | None:
-    if value is None:
-        return None
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
+    if value is not None and not math.isfinite(value):
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
     return value
 
 
@@ -196,9 +171,23 @@ def _sort_key(t: TierRecord) -> tuple[int, int, str]:
 
 
 def build_comparison(tracker: Tracker, strategy: str, *, run_id: str | None = None) -> Comparison:
-    """Return the comparison of a pipeline run: ``run_id``, else the newest FINISHED complete
-    pipeline of ``strategy`` (a tier-1 sweep and tier-2 runs, what `tierline run` logs and
-    `tierline promote` evaluates) among the last ten, else the newest FINISHED one.
+    """Return the comparison of one pipeline run's tier runs.
+
+    Parameters
+    ----------
+    tracker
+        Where the runs are read from.
+    strategy
+        Strategy name.
+    run_id
+        The pipeline (parent) run; default: the newest FINISHED complete pipeline of
+        ``strategy`` (a tier-1 sweep and tier-2 runs, what `tierline run` logs and
+        `tierline promote` evaluates) among the last ten, else the newest FINISHED one.
+
+    Returns
+    -------
+    Comparison
+        The pipeline and one row per tier run (the sweep first, then by rank and tier).
 
     Raises
     ------
@@ -260,11 +249,8 @@ def format_value(value: float | None, key: str) -> str:
     """
     if value is None:
         return ABSENT
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.{_DECIMALS.get(key, 4)}f}"
+    special = _json_number(value)
+    return special if isinstance(special, str) else f"{value:.{_DECIMALS.get(key, 4)}f}"
 
 
 def _table_cells(comp: Comparison) -> tuple[list[str], list[list[str]]]:
@@ -457,6 +443,11 @@ def write_report(comp: Comparison, tracker: Tracker, path: Path) -> Path:
         Where the runs' artifacts are read from.
     path
         The HTML file (its folder is created).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     from tierline.data.atomic import write_text_atomic
 
