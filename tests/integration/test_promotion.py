@@ -525,3 +525,45 @@ def test_lock_held_elsewhere_times_out_naming_the_holder(tmp_path: Path) -> None
         assert 0.3 <= time.monotonic() - started < 5
     with file_lock(path, timeout=0):  # released: free at once
         assert path.read_text().strip() == str(os.getpid())
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+import tierline.promotion.champion as champion
+from tierline.promotion.gate import PromotionRequest
+from tierline.promotion.policy import load_policy
+from tierline.tracking import Tracker
+
+def die(*args, **kwargs):  # killed right after the registry commit, before config and aliases
+    os.kill(os.getpid(), signal.SIGKILL)
+
+champion._write_config = die
+uri, root, config, policy = sys.argv[1:5]
+places = champion.Places(Tracker(uri), root=Path(root), freqtrade_config=config)
+champion.promote(PromotionRequest(strategy="sma_cross"), load_policy(policy), places)
+"""
+
+
+def test_a_process_killed_after_the_commit_leaves_a_state_the_next_command_repairs(
+    ws: Workspace,
+) -> None:
+    policy = _lax(ws.tmp)
+    first = _promote(ws, policy)
+    config_before = ws.config.read_bytes()
+    args = [ws.uri, str(ws.places.root), str(ws.config), str(policy.path)]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, *args], capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    record = read_record("sma_cross", ws.places.root)
+    assert record is not None and record["model"]["version"] == "2"  # committed
+    assert record["previous"] == {k: v for k, v in first.items() if k != "previous"}
+    assert _aliases(ws) == {"champion": "1", "previous": None}  # MLflow lags
+    assert ws.config.read_bytes() == config_before
+    assert len(consistency("sma_cross", ws.places)) == 2
+    # the kernel released the lock: the next promotion gets it, repairs, and goes on
+    third = _promote(ws, policy)
+    assert third["model"]["version"] == "3" and third["previous"]["model"]["version"] == "2"
+    assert _aliases(ws) == {"champion": "3", "previous": "2"}
+    assert consistency("sma_cross", ws.places) == []
