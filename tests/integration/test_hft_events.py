@@ -214,6 +214,13 @@ def _tops_in_backtest(
     return tops
 
 
+def _at(when: str) -> int:
+    """Epoch ns of an ISO time, as `l2_events` reads it."""
+    ns = hft_events._bound_ns(when)
+    assert ns is not None
+    return ns
+
+
 def _kind(a: np.ndarray) -> np.ndarray:
     return np.asarray(a["ev"] & np.uint64(0xFF))
 
@@ -389,7 +396,7 @@ def test_span_starting_after_the_snapshot_opens_with_the_book_at_its_start(
     shared_data: Path,
 ) -> None:
     s, full = SESSIONS["spot-btc"], converted["spot-btc"]
-    lo = hft_events._bound_ns(start) + 123  # epoch ns are taken as they are
+    lo = _at(start) + 123  # epoch ns are taken as they are
     ev = l2_events(l2_catalog, "binance", s.symbol, start=lo, end=end)
     validate_event_order(ev.events)
     assert (ev.start_ns, ev.end_ns) == (lo, hft_events._bound_ns(end))
@@ -553,7 +560,7 @@ def test_span_after_midnight_keeps_trades_of_the_day_before_received_after_its_s
     """Trades are filed by exchange date; one sent just before midnight and received just
     after it belongs to a span starting at midnight (it lives in the previous partition)."""
     cat, sym = small_catalog, "ETH/USDT"
-    midnight = hft_events._bound_ns("2024-08-09")
+    midnight = _at("2024-08-09")
     late = pl.DataFrame(
         {
             "ts": [midnight - 1],
