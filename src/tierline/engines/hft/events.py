@@ -119,7 +119,22 @@ class _Partition:
 
 # ---------------------------------------------------------------------- public
 def cache_path(catalog: Catalog, exchange: str, symbol: str, day: date | str) -> Path:
-    """Return the cache file of one partition (which may not exist)."""
+    """Return the cache file of one partition (which may not exist).
+
+    Parameters
+    ----------
+    catalog
+        The catalog; the cache lives under ``<root>/.cache/hft/``.
+    exchange, symbol
+        The instrument (``symbol`` in any spelling `normalize_symbol` accepts).
+    day
+        The partition's UTC date (or its ``YYYY-MM-DD``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<root>/.cache/hft/exchange=<ex>/symbol=<SYM>/date=<YYYY-MM-DD>.npz``.
+    """
     iso = day if isinstance(day, str) else day.isoformat()
     return (
         catalog.root
@@ -296,10 +311,20 @@ def order_events(rows: np.ndarray) -> np.ndarray:
     then the input in local order and the EXCH rows a stable exchange-time sort of it, the
     two sequences hftbacktest's ``correct_event_order`` yields.
 
+    Parameters
+    ----------
+    rows
+        Event rows in ``event_dtype``.
+
     Returns
     -------
     numpy.ndarray
         A new array in ``event_dtype`` that ``hftbacktest.data.validate_event_order`` accepts.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` are not sorted by ``local_ts``.
     """
     from hftbacktest.types import EXCH_EVENT, LOCAL_EVENT
 
