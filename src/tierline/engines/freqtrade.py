@@ -580,10 +580,21 @@ def shim_settings(ft_config: Mapping[str, Any]) -> ShimSettings:
     (``config_files``), the first that exists winning, else against the working directory: a
     config in ``freqtrade/user_data`` names ``../../registry/x.json`` and works from anywhere.
 
+    Parameters
+    ----------
+    ft_config
+        The freqtrade config as freqtrade resolved it (all ``--config`` files merged).
+
+    Returns
+    -------
+    ShimSettings
+        The strategy, its checked parameters, the stake rule and the startup candles.
+
     Raises
     ------
     ConfigError
-        If the section is missing, the strategy is unknown or the parameters are invalid.
+        If the section is missing, the registry record cannot be read, the strategy is
+        unknown, or the parameters or stake are invalid.
     """
     from tierline.strategy.registry import get_strategy
 
@@ -629,6 +640,18 @@ def config_relative_path(value: str | Path, ft_config: Mapping[str, Any]) -> Pat
     An absolute path is returned as is; a relative one is tried against the folder of each
     file in ``ft_config["config_files"]`` (what freqtrade loaded), the first that exists
     winning, and is otherwise left relative to the working directory.
+
+    Parameters
+    ----------
+    value
+        The path as written in the config (``~`` expanded).
+    ft_config
+        The freqtrade config (its ``config_files``).
+
+    Returns
+    -------
+    pathlib.Path
+        The resolved path (which may not exist).
     """
     path = Path(value).expanduser()
     if path.is_absolute():
