@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +120,12 @@ def run_trade_command(cmd: Any) -> int:
     from tierline.errors import ConfigError
 
     try:
-        try:
-            proc = subprocess.Popen(cmd.argv, env=cmd.env)  # noqa: S603 - argv built by trade_command
-        except OSError as e:
-            raise ConfigError(f"cannot start freqtrade ({cmd.argv[0]}): {e}") from e
-        with _forwarding_signals(proc):
+        with _forwarding_signals() as started:
+            try:
+                proc = subprocess.Popen(cmd.argv, env=cmd.env)  # noqa: S603 - argv built by trade_command
+            except OSError as e:
+                raise ConfigError(f"cannot start freqtrade ({cmd.argv[0]}): {e}") from e
+            started(proc)
             while True:
                 try:
                     return int(proc.wait())
@@ -135,22 +136,35 @@ def run_trade_command(cmd: Any) -> int:
 
 
 @contextlib.contextmanager
-def _forwarding_signals(proc: Any) -> Iterator[None]:
-    """Pass SIGTERM and SIGHUP on to ``proc`` instead of dying (main thread only)."""
+def _forwarding_signals() -> Iterator[Callable[[Any], None]]:
+    """Pass SIGTERM and SIGHUP on to a child process instead of dying (main thread only).
+
+    Yields the function to call with the child once it is started; a signal that arrives
+    before is passed on then.
+    """
     import signal
     import threading
 
+    child: list[Any] = []
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: Any = None) -> None:
+        if not child:
+            pending.append(signum)
+        elif child[0].poll() is None:
+            child[0].send_signal(signum)
+
+    def started(proc: Any) -> None:
+        child.append(proc)
+        for signum in pending:
+            forward(signum)
+
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield started
         return
-
-    def forward(signum: int, _frame: Any) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signum)
-
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        yield
+        yield started
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
