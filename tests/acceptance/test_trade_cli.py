@@ -195,14 +195,22 @@ def test_live_with_one_of_the_two_key_variables_is_refused(
 
 
 def test_live_keys_from_the_private_config(
-    workspace: Path, capsys: pytest.CaptureFixture[str]
+    workspace: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     private = workspace / "ud" / "config.private.json"
     private.write_text(json.dumps({"exchange": {"key": KEY, "secret": SECRET}}))
+    private.chmod(0o600)
     assert main(["trade", "sma_cross", "--live", "--print-command"]) == 0
-    argv = _argv(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    argv = _argv(out)
     configs = [argv[i + 1] for i, a in enumerate(argv) if a == "--config"]
     assert configs[1] == str(private)
+    assert "readable by others" not in caplog.text and KEY not in out + err + caplog.text
+    # a key file others can read is used, with a warning saying how to fix it
+    private.chmod(0o644)
+    assert main(["trade", "sma_cross", "--live", "--print-command"]) == 0
+    assert f"{private} holds exchange keys but is readable by others (mode 644)" in caplog.text
+    assert f"chmod 600 {private}" in caplog.text and KEY not in caplog.text
 
 
 def test_live_is_refused_for_a_champion_from_an_exchange_freqtrade_cannot_trade(

@@ -531,7 +531,16 @@ def _live_configs(udir: Path, cleanup: list[Path]) -> list[Path]:
         cleanup.append(keys)
         out.append(keys)
     elif (udir / PRIVATE_CONFIG).is_file():
-        out.append(udir / PRIVATE_CONFIG)
+        private = udir / PRIVATE_CONFIG
+        mode = stat.S_IMODE(private.stat().st_mode)
+        if mode & 0o077:
+            logger.warning(
+                "%s holds exchange keys but is readable by others (mode %o): chmod 600 %s",
+                private,
+                mode,
+                private,
+            )
+        out.append(private)
     else:
         raise ConfigError(
             f"live trading needs exchange keys: set {KEY_ENV} and {SECRET_ENV}, or write "
