@@ -567,3 +567,17 @@ def test_a_process_killed_after_the_commit_leaves_a_state_the_next_command_repai
     assert third["model"]["version"] == "3" and third["previous"]["model"]["version"] == "2"
     assert _aliases(ws) == {"champion": "3", "previous": "2"}
     assert consistency("sma_cross", ws.places) == []
+
+
+def test_record_from_another_mlflow_store_does_not_block_a_promotion(ws: Workspace) -> None:
+    from tierline.promotion.registry import write_record
+
+    foreign = {"strategy": "sma_cross", "params": {"fast": 5, "slow": 20}}
+    foreign |= {"model": {"name": MODEL, "version": "7"}, "previous": None}
+    write_record(foreign, ws.places.root)  # e.g. committed to git, promoted elsewhere
+    record = _promote(ws, _lax(ws.tmp))
+    assert record["model"]["version"] == "1"
+    assert record["previous"] == {k: v for k, v in foreign.items() if k != "previous"}
+    assert _aliases(ws) == {"champion": "1", "previous": None}
+    (problem,) = consistency("sma_cross", ws.places)
+    assert "previous is not set, the registry says 7" in problem

@@ -222,6 +222,14 @@ def _sync_aliases(strategy: str, record: Mapping[str, Any] | None, places: Place
         have = places.tracker.get_alias_version(name, alias)
         if have == want:
             continue
+        if want is not None and not _exists(places, name, want):
+            # e.g. a record committed to git, promoted against another MLflow store
+            logger.warning("%s version %s (registry/) is not in %s", name, want, places.tracker.uri)
+            done.append(
+                f"{name} version {want}, named by the registry for {alias!r}, is not in "
+                f"{places.tracker.uri}: alias left {'unset' if have is None else 'as it was'}"
+            )
+            continue
         if want is None:
             places.tracker.delete_alias(name, alias)
             done.append(f"removed {name}@{alias} (was version {have})")
@@ -229,6 +237,14 @@ def _sync_aliases(strategy: str, record: Mapping[str, Any] | None, places: Place
             places.tracker.set_alias(name, alias, want)
             done.append(f"{name}@{alias}: {have or 'not set'} -> version {want}")
     return done
+
+
+def _exists(places: Places, name: str, version: str) -> bool:
+    try:
+        places.tracker.model_version(name, version)
+    except ConfigError:
+        return False
+    return True
 
 
 def _config_text(record: Mapping[str, Any], policy: Policy, places: Places) -> str:
