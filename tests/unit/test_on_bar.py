@@ -370,9 +370,20 @@ def test_nautilus_hook_raising_gives_engine_error_naming_strategy_and_bar() -> N
     with pytest.raises(EngineError) as info:
         nautilus.run(fn, bars, {}, ExecutionConfig())
     msg = str(info.value)
-    assert "'bad_hook' on_bar raised KeyError: 'gone'" in msg
+    assert "strategy 'bad_hook' on_bar raised KeyError: 'gone'" in msg
     assert "bar 6 (open 2024-01-01 00:06:00" in msg and "window of 3 bars" in msg
     assert isinstance(info.value.__cause__, KeyError)
+
+    def half(window: BarWindow, p: Mapping[str, Any]) -> Any:
+        return window.close[-1] > 103  # one value, not a pair
+
+    with pytest.raises(EngineError) as info:
+        nautilus.run(dataclasses.replace(fn, on_bar_fn=half), bars, {}, ExecutionConfig())
+    msg = str(info.value)
+    assert msg.startswith(
+        "strategy 'bad_hook' on_bar returned np.False_; it must return a pair (enter_long, "
+        "exit_long) of booleans inside nautilus at bar 0 (open 2024-01-01 00:00:00"
+    ), msg
 
 
 # ----------------------------------------------------------------------------- CLI

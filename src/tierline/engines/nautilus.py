@@ -560,7 +560,6 @@ def _make_strategy_class() -> Any:
             self._window = _RingWindow(ctx.window)
             self._fn = ctx.strategy.signal_fn
             self._on_bar_fn = ctx.strategy.on_bar_fn
-            self._name = ctx.strategy.name
             self._params = ctx.params
             self._i = -1
             self._pending: str | None = None
@@ -590,9 +589,7 @@ def _make_strategy_class() -> Any:
             if self._on_bar_fn is not None:  # the strategy's per-bar hook on NumPy arrays
                 arrays = window.arrays()
                 try:
-                    enter, exit_ = bar_signal_pair(
-                        self._name, self._on_bar_fn(arrays, self._params)
-                    )
+                    enter, exit_ = bar_signal_pair(None, self._on_bar_fn(arrays, self._params))
                 except Exception as e:
                     ctx.error = _strategy_error(ctx, i, len(arrays), e, hook="on_bar")
                     raise

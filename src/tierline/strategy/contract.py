@@ -537,25 +537,36 @@ def strategy(
     return wrap
 
 
-def bar_signal_pair(name: str, out: Any) -> tuple[bool, bool]:
+def bar_signal_pair(name: str | None, out: Any) -> tuple[bool, bool]:
     """Return a per-bar hook's result as two bools (NaN and NA count as False).
+
+    Parameters
+    ----------
+    name
+        The strategy's name, to start error messages with (None: the caller names it).
+    out
+        What the hook returned.
 
     Raises
     ------
     EngineError
-        If ``out`` is not a pair.
+        If ``out`` is not a pair of booleans.
     """
     try:
         enter, exit_ = out
     except (TypeError, ValueError):
         raise EngineError(
-            f"strategy {name!r}: on_bar returned {out!r}; it must return a pair "
+            f"{_who(name)}on_bar returned {out!r}; it must return a pair "
             "(enter_long, exit_long) of booleans"
         ) from None
     return _flag(name, enter), _flag(name, exit_)
 
 
-def _flag(name: str, value: Any) -> bool:
+def _who(name: str | None) -> str:
+    return f"strategy {name!r}: " if name is not None else ""
+
+
+def _flag(name: str | None, value: Any) -> bool:
     if value is True or value is False:
         return value
     try:
@@ -566,7 +577,7 @@ def _flag(name: str, value: Any) -> bool:
         return False
     except ValueError:
         raise EngineError(
-            f"strategy {name!r}: on_bar returned {value!r} for a signal; expected a boolean"
+            f"{_who(name)}on_bar returned {value!r} for a signal; expected a boolean"
         ) from None
 
 
