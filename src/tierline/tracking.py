@@ -137,6 +137,9 @@ _NONFINITE = "tierline.nonfinite."
 _PARENT = "mlflow.parentRunId"
 _REDACTED = "***"
 _MAX_TAG = 5000  # MLflow allows 8000 characters; keep a margin
+#: Model version tags may hold 100,000 characters (the verdict's checks as JSON must not be
+#: clipped into invalid JSON).
+_MAX_VERSION_TAG = 50_000
 _MAX_PARAM = 6000
 _BATCH = 100  # MLflow's limit of params/tags per batch request
 
@@ -1145,7 +1148,7 @@ class Tracker:
             ):
                 raise
         tags = {
-            str(k): _clip(_REDACTED if is_secret_key(str(k)) else _text(v), _MAX_TAG)
+            str(k): _clip(_REDACTED if is_secret_key(str(k)) else _text(v), _MAX_VERSION_TAG)
             for k, v in (version_tags or {}).items()
         }
         mv = self.client.create_model_version(
@@ -1202,7 +1205,7 @@ class Tracker:
     ) -> None:
         """Set tags on a model version (secret-looking keys as ``***``)."""
         for k, v in tags.items():
-            value = _clip(_REDACTED if is_secret_key(str(k)) else _text(v), _MAX_TAG)
+            value = _clip(_REDACTED if is_secret_key(str(k)) else _text(v), _MAX_VERSION_TAG)
             self.client.set_model_version_tag(model_name, str(version), str(k), value)
 
     def load_pyfunc(self, model_uri: str) -> Any:

@@ -241,6 +241,7 @@ def test_passing_promotion_writes_the_champion_everywhere(
     assert version.tags["tierline.verdict"] == "passed"
     assert json.loads(version.tags["tierline.params"]) == record["params"]
     assert version.tags["tierline.committed"] == record["promoted_at"]
+    assert json.loads(version.tags["tierline.checks"]) == record["verdict"]["checks"]  # whole
     config = json.loads(ws.config.read_text())
     assert config["dry_run"] is True and config["exchange"]["pair_whitelist"] == ["BTC/USDT"]
     registry = (ws.config.parent / config["tierline"]["registry"]).resolve()
@@ -391,6 +392,35 @@ def test_interruption_after_the_registry_commit_is_repaired_from_the_record(
     assert len(consistency("sma_cross", ws.places)) == 2
     done = reconcile("sma_cross", ws.places, policy=policy)
     assert len(done) == 2 and _aliases(ws) == {"champion": "2", "previous": "1"}
+    assert consistency("sma_cross", ws.places) == []
+
+
+def test_a_failed_config_write_after_the_commit_still_moves_the_aliases(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tierline.promotion.champion as champion
+
+    policy = _lax(ws.tmp)
+    first = _promote(ws, policy)
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(champion, "_write_config", full)
+    with pytest.raises(TierlineError, match=r"No space left on device.*registry sync sma_cross"):
+        _promote(ws, policy)
+    monkeypatch.undo()
+    record = read_record("sma_cross", ws.places.root)
+    assert record is not None and record["model"]["version"] == "2"
+    assert _aliases(ws) == {"champion": "2", "previous": "1"}  # the next step still ran
+    (problem,) = consistency("sma_cross", ws.places)
+    assert problem.startswith(f"freqtrade config {ws.config} is of the promotion of")
+    assert first["promoted_at"] in problem
+    assert reconcile("sma_cross", ws.places, policy=policy) == [
+        f"freqtrade config {ws.config} regenerated"
+    ]
+    config = json.loads(ws.config.read_text())
+    assert config["tierline"]["promoted_at"] == record["promoted_at"]
     assert consistency("sma_cross", ws.places) == []
 
 
@@ -560,8 +590,13 @@ def test_a_process_killed_after_the_commit_leaves_a_state_the_next_command_repai
     assert record is not None and record["model"]["version"] == "2"  # committed
     assert record["previous"] == {k: v for k, v in first.items() if k != "previous"}
     assert _aliases(ws) == {"champion": "1", "previous": None}  # MLflow lags
-    assert ws.config.read_bytes() == config_before
-    assert len(consistency("sma_cross", ws.places)) == 2
+    assert ws.config.read_bytes() == config_before  # so does the config: `ls` says both
+    problems = consistency("sma_cross", ws.places)
+    assert len(problems) == 3, problems
+    assert problems[2] == (
+        f"freqtrade config {ws.config} is of the promotion of {first['promoted_at']}, the "
+        f"registry's champion was promoted at {record['promoted_at']}"
+    )
     # the kernel released the lock: the next promotion gets it, repairs, and goes on
     third = _promote(ws, policy)
     assert third["model"]["version"] == "3" and third["previous"]["model"]["version"] == "2"
@@ -569,7 +604,9 @@ def test_a_process_killed_after_the_commit_leaves_a_state_the_next_command_repai
     assert consistency("sma_cross", ws.places) == []
 
 
-def test_record_from_another_mlflow_store_does_not_block_a_promotion(ws: Workspace) -> None:
+def test_record_from_another_mlflow_store_does_not_block_a_promotion(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tierline.promotion.registry import write_record
 
     foreign = {"strategy": "sma_cross", "params": {"fast": 5, "slow": 20}}
@@ -581,3 +618,12 @@ def test_record_from_another_mlflow_store_does_not_block_a_promotion(ws: Workspa
     assert _aliases(ws) == {"champion": "1", "previous": None}
     (problem,) = consistency("sma_cross", ws.places)
     assert "previous is not set, the registry says 7" in problem
+    # sync cannot set an alias to a version this store lacks: it says so and exits 1
+    from tierline.cli import main
+
+    places = ["--tracking-uri", ws.uri, "--registry", str(ws.places.root)]
+    places += ["--freqtrade-config", str(ws.config), "--policy", str(_lax(ws.tmp).path)]
+    assert main(["registry", "sync", "sma_cross", *places]) == 1
+    out = capsys.readouterr().out
+    assert f"! {problem}" in out and "sma_cross: still out of sync" in out
+    assert "agree" not in out

@@ -126,7 +126,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from tierline.promotion.champion import reconcile
+    from tierline.promotion.champion import consistency, reconcile
     from tierline.promotion.policy import load_policy
     from tierline.promotion.registry import strategy_lock
 
@@ -134,7 +134,13 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     with strategy_lock(args.strategy, places.root, timeout=places.lock_timeout):
         done = reconcile(args.strategy, places, policy=policy)
+        left = consistency(args.strategy, places)
     for msg in done:
         print(f"[registry] {msg}")
+    if left:  # e.g. a record naming a model version this MLflow store does not hold
+        for p in left:
+            print(f"  ! {p}")
+        print(f"{args.strategy}: still out of sync with {places.root} (see above)")
+        return 1
     print(f"{args.strategy}: registry/, MLflow and the freqtrade config agree")
     return 0

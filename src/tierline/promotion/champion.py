@@ -78,7 +78,9 @@ def _say(msg: str) -> None:
 
 
 def _now() -> str:
-    return datetime.now(tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    # Microseconds: ``promoted_at`` also identifies the promotion a freqtrade config was
+    # written for (two promotions under the lock are never a microsecond apart).
+    return datetime.now(tz=UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Places:
@@ -199,7 +201,16 @@ def _wanted_aliases(record: Mapping[str, Any] | None) -> dict[str, str | None]:
 def consistency(strategy: str, places: Places) -> list[str]:
     """Return how MLflow and the freqtrade config differ from the registry record (no change).
 
-    An empty list means consistent.
+    The aliases must be the record's versions; the freqtrade config must exist and be the
+    config of the record's promotion (its ``tierline.promoted_at`` is the record's: a config
+    left by an earlier promotion or rollback trades the wrong market or timeframe). The
+    config's policy-derived limits are not compared (that needs the policy; ``tierline
+    registry sync`` rewrites them).
+
+    Returns
+    -------
+    list of str
+        One line per difference; empty when consistent.
     """
     record = read_record(strategy, places.root)
     name = model_name(strategy)
@@ -210,9 +221,30 @@ def consistency(strategy: str, places: Places) -> list[str]:
             problems.append(
                 f"MLflow {name}@{alias} is {have or 'not set'}, the registry says {want or 'none'}"
             )
-    if record is not None and not places.config_path(strategy).exists():
-        problems.append(f"freqtrade config {places.config_path(strategy)} is missing")
+    if record is not None:
+        problem = _config_problem(places.config_path(strategy), record)
+        if problem:
+            problems.append(problem)
     return problems
+
+
+def _config_problem(path: Path, record: Mapping[str, Any]) -> str | None:
+    """Return why the freqtrade config at ``path`` is not the record's, or None."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return f"freqtrade config {path} is missing"
+    except (OSError, ValueError) as e:
+        return f"freqtrade config {path} cannot be read ({e})"
+    section = doc.get("tierline") if isinstance(doc, dict) else None
+    have = section.get("promoted_at") if isinstance(section, dict) else None
+    want = record.get("promoted_at")
+    if have != want:
+        return (
+            f"freqtrade config {path} is of the promotion of {have or 'unknown time'}, the "
+            f"registry's champion was promoted at {want}"
+        )
+    return None
 
 
 def _sync_aliases(strategy: str, record: Mapping[str, Any] | None, places: Places) -> list[str]:
@@ -303,17 +335,36 @@ def _requirements() -> list[str]:
 
 
 def _after_commit(
-    strategy: str, what: str, places: Places, steps: list[Callable[[], object]]
+    strategy: str,
+    what: str,
+    places: Places,
+    steps: list[Callable[[], object]],
+    say: Callable[[str], None],
 ) -> None:
-    try:
-        for step in steps:
+    """Run the steps that follow a commit, each even when another failed; report failures.
+
+    Raises
+    ------
+    TierlineError
+        If a step failed (the commit stands; the message says how to repair).
+    """
+    committed = f"{what} of {strategy} is committed in {record_path(strategy, places.root)}"
+    repair = f"run `tierline registry sync {strategy}` to bring them in line"
+    failures: list[Exception] = []
+    for step in steps:
+        try:
             step()
-    except Exception as e:
+        except Exception as e:  # the next step still runs: the fewer places lag, the better
+            failures.append(e)
+        except BaseException:  # Ctrl-C: say what holds before going
+            lag = "MLflow or the freqtrade config may lag"
+            say(f"[registry] interrupted: {committed}; {lag}: {repair}")
+            raise
+    if failures:
+        detail = "; ".join(f"{type(e).__name__}: {e}" for e in failures)
         raise TierlineError(
-            f"{what} of {strategy} is committed in {record_path(strategy, places.root)}, but "
-            f"updating MLflow or the freqtrade config failed ({type(e).__name__}: {e}); run "
-            f"`tierline registry sync {strategy}` to bring them in line"
-        ) from e
+            f"{committed}, but updating MLflow or the freqtrade config failed ({detail}); {repair}"
+        ) from failures[0]
 
 
 def commit_champion(
@@ -382,7 +433,7 @@ def commit_champion(
         def config() -> None:
             say(f"[registry] freqtrade config {_write_config(record, policy, places)}")
 
-        _after_commit(strategy, "the promotion", places, [config, aliases])
+        _after_commit(strategy, "the promotion", places, [config, aliases], say)
     return record
 
 
@@ -467,5 +518,5 @@ def rollback(
         def config() -> None:
             say(f"[registry] freqtrade config {_write_config(restored, policy, places)}")
 
-        _after_commit(strategy, "the rollback", places, [config, aliases])
+        _after_commit(strategy, "the rollback", places, [config, aliases], say)
     return restored
