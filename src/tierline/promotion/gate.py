@@ -274,47 +274,32 @@ def _tier2_checks(record: PipelineRecord, policy: Policy, rank: int) -> list[Che
     return out
 
 
+def _no_tier3_evidence(required: bool, value: str, note: str) -> list[Check]:
+    """Return the check of a tier-3 run that is no evidence: failed if required, else skipped."""
+    check = _missing("hftbacktest execution run", "tier3", note, value)
+    if required:
+        return [check]
+    return [replace(check, passed=True, skipped=True)]
+
+
 def _tier3_checks(record: PipelineRecord, policy: Policy, rank: int) -> list[Check]:
     p = policy.tier3
     run = _latest(record.find("tier3", TIER3_ENGINE, rank))
     if run is None or run.status != _FINISHED:
         value = "missing" if run is None else run.status
         if not p.required:
-            return [
-                Check(
-                    name="hftbacktest execution run",
-                    tier="tier3",
-                    op="present",
-                    threshold=_FINISHED,
-                    value=value,
-                    passed=True,
-                    skipped=True,
-                    note="[tier3] required = false",
-                )
-            ]
-        note = f"no tier3/{TIER3_ENGINE} run of candidate {rank}: --run-missing runs it"
-        if run is not None:
+            note = "[tier3] required = false"
+        elif run is None:
+            note = f"no tier3/{TIER3_ENGINE} run of candidate {rank}: --run-missing runs it"
+        else:
             note = run.tags.get("error", f"the tier-3 run {run.status}")[:200]
-        return [_missing("hftbacktest execution run", "tier3", note, value)]
+        return _no_tier3_evidence(p.required, value, note)
     if run.metrics.get("orders") == 0.0:  # nothing replayed: no execution evidence
         note = (
             "the tier-3 run replayed no orders (no decision inside the L2 book's span?): "
             "no execution evidence"
         )
-        if not p.required:
-            return [
-                Check(
-                    name="hftbacktest execution run",
-                    tier="tier3",
-                    op="present",
-                    threshold=_FINISHED,
-                    value="0 orders",
-                    passed=True,
-                    skipped=True,
-                    note=note,
-                )
-            ]
-        return [_missing("hftbacktest execution run", "tier3", note, "0 orders")]
+        return _no_tier3_evidence(p.required, "0 orders", note)
     l2 = run.tags.get("l2", "")
     synthetic_ok = p.allow_synthetic_l2 or l2 == "real"
     return [
