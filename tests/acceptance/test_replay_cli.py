@@ -182,6 +182,56 @@ def test_trade_replay_then_shadow_of_that_run(
     assert "PASS shadow" in out
 
 
+def _freqtrade_of(run_dirs: Path) -> tuple[Path, int] | None:
+    """Return the replay run directory under ``run_dirs`` whose freqtrade runs, and its pid."""
+    for p in Path("/proc").glob("[0-9]*"):
+        cmdline = _cmdline(p)
+        if " -m freqtrade trade " in cmdline and str(run_dirs) in cmdline:
+            run_dir = Path(cmdline.split(str(run_dirs) + "/", 1)[1].split("/", 1)[0])
+            return run_dirs / run_dir, int(p.name)
+    return None
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_trade_replay_stopped_by_sigterm_leaves_nothing_running(
+    workspace: dict[str, str], tmp_path: Path, sig: str
+) -> None:
+    """SIGTERM (a service manager, ``kill``) or SIGHUP (a closed terminal) stops freqtrade, in
+    its own session, and the server: nothing keeps trading against a dead replay."""
+    udir = tmp_path / "user_data"  # a run directory of its own, apart from the other tests'
+    shutil.copytree(workspace["TIERLINE_FREQTRADE_USERDIR"], udir)
+    env = {**os.environ, **workspace, "TIERLINE_FREQTRADE_USERDIR": str(udir)}
+    proc = subprocess.Popen(
+        [*TIERLINE, "trade", "flip", "--replay", "--replay-from", "2024-04-03T00:03"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        found = None
+        while found is None and proc.poll() is None and time.monotonic() < deadline:
+            found = _freqtrade_of(udir / "replay")
+            time.sleep(0.2)
+        assert found is not None, "freqtrade did not start within 120 s"
+        run_dir, freqtrade_pid = found
+        proc.send_signal(getattr(signal, sig))
+        code = proc.wait(timeout=90)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _gone(freqtrade_pid), f"freqtrade (pid {freqtrade_pid}) outlived tierline"
+    assert not [p for p in Path("/proc").glob("[0-9]*") if str(run_dir) in _cmdline(p)]
+    assert code == 0, err
+    assert "replay stopped (signal)" in err
+    assert (run_dir / "replay.json").is_file()
+
+
 def _cmdline(p: Path) -> str:
     try:
         return (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

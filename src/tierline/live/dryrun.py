@@ -5,7 +5,10 @@ configs plus a replay overlay (`write_replay_overlay`) last, so that every ccxt 
 the `ReplayServer`, the run is a dry-run whatever the configs say, and its trade database is a
 run-specific SQLite file. It stops freqtrade with SIGINT (freqtrade's Ctrl-C path: it closes
 its exchange and database), then SIGTERM, then SIGKILL, each after a grace period, and returns
-once the whole process group is gone. `read_trades` reads the trades table of that database.
+once the whole process group is gone. SIGTERM and SIGHUP sent to this process while freqtrade
+runs stop the run the same way (freqtrade is in its own session: dying at once would leave it
+running); a second Ctrl-C or signal while freqtrade is being stopped kills its process group
+at once. `read_trades` reads the trades table of that database.
 
 While it runs, the replay server's ``/metrics`` carries the dry-run's figures read from the
 database (open and closed trades, realised P&L, last entry and exit time), and they are logged
@@ -19,6 +22,7 @@ command line or a log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,8 +31,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,10 +105,12 @@ class DryRunResult:
     overlay_path
         The replay overlay config.
     status
-        The replay server's `ReplayServer.status` at the end.
+        The replay server's `ReplayServer.status` when the run was stopped (before freqtrade
+        was asked to exit: however long that takes, no candle it did not trade on counts).
     stopped_by
-        ``condition``, ``interrupt``, ``exited`` (freqtrade stopped on its own), ``timeout``
-        or ``error`` (freqtrade logged that it cannot trade the pair; see ``error``).
+        ``condition``, ``interrupt`` (Ctrl-C), ``signal`` (SIGTERM or SIGHUP), ``exited``
+        (freqtrade stopped on its own), ``timeout`` or ``error`` (freqtrade logged that it
+        cannot trade the pair; see ``error``).
     error
         The log line that stopped the run, if any.
     """
@@ -296,6 +303,38 @@ def run_dryrun(
     env.setdefault("PYTHONUNBUFFERED", "1")
     server.metrics_provider = lambda: trade_metrics(db_path)
     logger.info("freqtrade dry-run against %s; trades in %s, log %s", server.url, db_path, log_path)
+    with _signals_stop_the_run() as signalled:
+        try:
+            return _supervise(
+                cmd,
+                env,
+                server=server,
+                db_path=db_path,
+                log_path=log_path,
+                overlay=overlay,
+                signalled=signalled,
+                stop_when=stop_when,
+                timeout_s=timeout_s,
+                echo=echo,
+            )
+        finally:
+            server.metrics_provider = None
+
+
+def _supervise(
+    cmd: list[str],
+    env: dict[str, str],
+    *,
+    server: ReplayServer,
+    db_path: Path,
+    log_path: Path,
+    overlay: Path,
+    signalled: list[int],
+    stop_when: Callable[[], bool] | None,
+    timeout_s: float | None,
+    echo: bool,
+) -> DryRunResult:
+    """Start freqtrade, watch it until a stop condition, stop it; return what it left."""
     try:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter, arguments built here
             cmd,
@@ -315,6 +354,10 @@ def run_dryrun(
         while proc.poll() is None:
             time.sleep(1.0)
             tail.pump()
+            if signalled:
+                logger.warning("signal %d received: stopping freqtrade", signalled[0])
+                stopped_by = "signal"
+                break
             candle = server.clock.cursor_ms() // server.clock.tf_ms
             if candle != last_report:
                 last_report = candle
@@ -336,23 +379,54 @@ def run_dryrun(
     except KeyboardInterrupt:
         stopped_by = "interrupt"
     finally:
+        status = server.status()  # where the replay was when the run was stopped
         returncode = _stop(proc)
         tail.pump()
-        server.metrics_provider = None
     return DryRunResult(
         returncode=returncode,
         db_path=db_path,
         log_path=log_path,
         overlay_path=overlay,
-        status=server.status(),
+        status=status,
         stopped_by=stopped_by,
         unknown_paths=dict(server.unknown_paths),
         error=tail.fatal,
     )
 
 
+@contextlib.contextmanager
+def _signals_stop_the_run() -> Iterator[list[int]]:
+    """While inside, SIGTERM and SIGHUP ask the run to stop instead of killing this process.
+
+    Yields the list the received signal numbers are appended to. The default action would end
+    this process at once and leave freqtrade (in a session of its own) running; a second
+    signal raises KeyboardInterrupt, which `_stop` answers by killing freqtrade's process
+    group. Only the main thread can install handlers: elsewhere nothing changes.
+    """
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> int | None:
-    """Stop freqtrade and everything in its process group; return its exit code."""
+    """Stop freqtrade and everything in its process group; return its exit code.
+
+    A KeyboardInterrupt while waiting for it (a second Ctrl-C) kills the group at once and is
+    raised again: nothing is left running.
+    """
     for sig in (signal.SIGINT, signal.SIGTERM):
         if proc.poll() is not None:
             break
@@ -361,6 +435,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> int | None:
             proc.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             logger.warning("freqtrade did not stop on %s", sig.name)
+        except BaseException:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -512,16 +590,25 @@ def replay_workdir(strategy: str, kind: str = "trade", userdir: Path | None = No
 
 
 def latest_replay_run(strategy: str, userdir: Path | None = None) -> Path | None:
-    """Return the newest replay run directory of ``strategy`` with a manifest, or None."""
+    """Return the newest replay run directory of ``strategy`` with a manifest, or None.
+
+    The strategy is the one the manifest names (a directory name cannot tell ``sma`` from
+    ``sma-x``); unreadable manifests are passed over.
+    """
     from tierline.engines.freqtrade import userdir as default_userdir
-    from tierline.live.shadow import MANIFEST
+    from tierline.live.shadow import MANIFEST, read_manifest
 
     base = (userdir or default_userdir()) / "replay"
-    runs = [
-        p
-        for p in base.glob(f"*-{strategy}-*")
-        if (p / MANIFEST).is_file() and p.name.split("-")[1] == strategy
-    ]
+    runs = []
+    for p in base.glob(f"*-{strategy}-*"):
+        if not (p / MANIFEST).is_file():
+            continue
+        try:
+            run, _ = read_manifest(p)
+        except ConfigError:
+            continue
+        if run.strategy == strategy:
+            runs.append(p)
     return max(runs, key=lambda p: (p / MANIFEST).stat().st_mtime) if runs else None
 
 

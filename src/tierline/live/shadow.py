@@ -449,7 +449,7 @@ def run_shadow(
             echo=echo,
         )
     write_manifest(workdir, run, result.status)
-    if result.stopped_by not in ("condition", "interrupt"):
+    if result.stopped_by not in ("condition", "interrupt", "signal"):
         raise DataError(
             f"freqtrade stopped before the shadow run ended ({result.stopped_by}, exit code "
             f"{result.returncode}); its log ends:\n{result.log_tail()}"
