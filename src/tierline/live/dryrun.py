@@ -150,8 +150,25 @@ def write_replay_overlay(
     It sets: ``dry_run`` true, ``initial_state`` running, exchange ``binance`` with every ccxt
     URL (sync and async) at ``server_url`` (`tierline.live.replay.ccxt_config`) and no
     websockets, the pair whitelist ``[pair]``, the trade database, a 2 s loop, and optionally
-    the timeframe, freqtrade's REST API on
-    127.0.0.1 (credentials come from the environment, not from this file) and ``extra`` keys.
+    the timeframe, freqtrade's REST API on 127.0.0.1 (credentials come from the environment,
+    not from this file) and ``extra`` keys.
+
+    Parameters
+    ----------
+    path
+        The overlay file to write.
+    server_url
+        Base URL of the replay server.
+    pair
+        The one pair to trade (``BTC/USDT``).
+    db_url
+        Freqtrade's trade database (``sqlite:///...``).
+    timeframe
+        Overrides the configs' timeframe; None keeps it.
+    api_port
+        Port of freqtrade's REST API on 127.0.0.1; None leaves the API as configured.
+    extra
+        More top-level keys, set last.
 
     Returns
     -------
@@ -576,7 +593,17 @@ def _log_metrics(db_path: Path, server: ReplayServer) -> None:
 
 # ---------------------------------------------------------------------- tierline trade --replay
 def replay_workdir(strategy: str, kind: str = "trade", userdir: Path | None = None) -> Path:
-    """Return a new run directory ``<userdir>/replay/<kind>-<strategy>-<UTC time>``."""
+    """Return a new run directory ``<userdir>/replay/<kind>-<strategy>-<UTC time>``.
+
+    Parameters
+    ----------
+    strategy
+        Strategy name.
+    kind
+        ``trade`` (``tierline trade --replay``) or ``shadow``.
+    userdir
+        Freqtrade user directory (default `tierline.engines.freqtrade.userdir`).
+    """
     from tierline.engines.freqtrade import userdir as default_userdir
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -594,6 +621,13 @@ def latest_replay_run(strategy: str, userdir: Path | None = None) -> Path | None
 
     The strategy is the one the manifest names (a directory name cannot tell ``sma`` from
     ``sma-x``); unreadable manifests are passed over.
+
+    Parameters
+    ----------
+    strategy
+        Strategy name.
+    userdir
+        Freqtrade user directory (default `tierline.engines.freqtrade.userdir`).
     """
     from tierline.engines.freqtrade import userdir as default_userdir
     from tierline.live.shadow import MANIFEST, read_manifest
@@ -627,6 +661,24 @@ def trade_replay(
     freqtrade exits, or the replay reaches the end of the catalog; freqtrade and the server
     are stopped either way. The run directory (overlay, database, log, manifest) is printed;
     ``tierline shadow STRATEGY --run latest`` reports its parity with the backtest.
+
+    Parameters
+    ----------
+    record
+        The champion's registry record (strategy, params, exchange, symbols, timeframe).
+    configs
+        The champion's freqtrade configs, in layering order.
+    start
+        Catalog time of the first replayed candle (None: 1000 candles in).
+    workdir
+        The run directory (None: a new `replay_workdir`).
+    extra_args
+        More ``freqtrade trade`` arguments.
+
+    Returns
+    -------
+    DryRunResult
+        What the run left (database, log, final replay status, why it stopped).
 
     Raises
     ------

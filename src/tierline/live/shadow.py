@@ -188,6 +188,15 @@ def live_trades_table(trades: pl.DataFrame, *, shift_ms: int, tf_ms: int) -> pl.
 
     Fill times become the open time (catalog time) of the replayed candle they fell in; open
     trades keep null exit columns; ``is_open`` is added.
+
+    Parameters
+    ----------
+    trades
+        The dry-run's trades as `tierline.live.dryrun.read_trades` returns them.
+    shift_ms
+        The replay's served time minus catalog time (``status["shift_ms"]``).
+    tf_ms
+        The timeframe in milliseconds.
     """
 
     def candle(col: str) -> pl.Expr:
@@ -460,7 +469,17 @@ def run_shadow(
 
 
 def write_manifest(workdir: Path, run: ShadowRun, status: Mapping[str, Any]) -> Path:
-    """Write `MANIFEST` (the run and the replay's final status) into a dry-run's directory."""
+    """Write `MANIFEST` (the run and the replay's final status) into a dry-run's directory.
+
+    Parameters
+    ----------
+    workdir
+        The run directory.
+    run
+        Strategy, parameters and market of the run.
+    status
+        The replay server's `ReplayServer.status` when the run stopped.
+    """
     from dataclasses import asdict
 
     from tierline.data.atomic import write_text_atomic

@@ -137,7 +137,20 @@ def build_record(
     previous: Mapping[str, Any] | None,
     policy: Policy,
 ) -> dict[str, Any]:
-    """Return the registry record of a passing verdict registered as model ``version``."""
+    """Return the registry record of a passing verdict registered as model ``version``.
+
+    Parameters
+    ----------
+    verdict
+        The gate's passing verdict (candidate, evidence, checks).
+    version
+        The MLflow model version registered for it.
+    previous
+        The current champion record, kept (without its own ``previous``) as ``previous``;
+        None for a first promotion.
+    policy
+        The policy the verdict was reached under (path and SHA-256 are recorded).
+    """
     from tierline.promotion.gate import execution_config
     from tierline.promotion.registry import SCHEMA_VERSION
     from tierline.tracking import code_version
@@ -206,6 +219,13 @@ def consistency(strategy: str, places: Places) -> list[str]:
     left by an earlier promotion or rollback trades the wrong market or timeframe). The
     config's policy-derived limits are not compared (that needs the policy; ``tierline
     registry sync`` rewrites them).
+
+    Parameters
+    ----------
+    strategy
+        Strategy name.
+    places
+        Where its champion lives.
 
     Returns
     -------
@@ -301,7 +321,22 @@ def _write_config(record: Mapping[str, Any], policy: Policy, places: Places) -> 
 def reconcile(strategy: str, places: Places, *, policy: Policy | None = None) -> list[str]:
     """Re-derive the MLflow aliases (and, given a policy, the freqtrade config) from the record.
 
-    Call under the strategy's lock. Returns what was changed (empty when consistent).
+    Call under the strategy's lock. An alias naming a version this MLflow store lacks is left
+    as it is (`consistency` still reports it).
+
+    Parameters
+    ----------
+    strategy
+        Strategy name.
+    places
+        Where its champion lives.
+    policy
+        The policy the config's live limits come from; None leaves the config alone.
+
+    Returns
+    -------
+    list of str
+        What was changed (empty when everything already agreed).
     """
     record = read_record(strategy, places.root)
     done = _sync_aliases(strategy, record, places)
@@ -371,6 +406,17 @@ def commit_champion(
     verdict: Verdict, policy: Policy, places: Places, *, say: Callable[[str], None] = _say
 ) -> dict[str, Any]:
     """Make a passing verdict's candidate the champion (steps in the module docstring).
+
+    Parameters
+    ----------
+    verdict
+        The gate's verdict (must have passed).
+    policy
+        The policy it passed under (recorded; the freqtrade config's live limits).
+    places
+        Where the champion lives.
+    say
+        Where progress lines go (default: stdout).
 
     Returns
     -------
@@ -446,6 +492,17 @@ def promote(
 ) -> dict[str, Any]:
     """Evaluate a promotion, print its table and, when every check passes, commit it.
 
+    Parameters
+    ----------
+    request
+        What to promote (strategy, candidate, pipeline, ``run_missing``).
+    policy
+        The promotion policy.
+    places
+        Where the champion lives.
+    say
+        Where the table and progress lines go (default: stdout).
+
     Returns
     -------
     dict
@@ -472,6 +529,22 @@ def rollback(
 
     The restored record has no ``previous`` (one level of history is kept); it gets
     ``rolled_back_at`` and ``rolled_back_from`` (the demoted champion).
+
+    Parameters
+    ----------
+    strategy
+        Strategy name.
+    policy
+        The policy the rewritten freqtrade config's live limits come from.
+    places
+        Where the champion lives.
+    say
+        Where progress lines go (default: stdout).
+
+    Returns
+    -------
+    dict
+        The restored registry record.
 
     Raises
     ------

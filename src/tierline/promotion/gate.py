@@ -570,6 +570,19 @@ def find_evidence(
 ) -> PipelineRecord:
     """Return the pipeline to evaluate, running one first when asked and there is none.
 
+    Parameters
+    ----------
+    request
+        What to promote: ``run_id`` names the pipeline, else the newest complete FINISHED one
+        (on ``exchange``/``symbol``/``timeframe`` when given) is taken; ``run_missing`` runs
+        one when there is none.
+    strategy
+        The strategy.
+    tracker
+        The MLflow store.
+    say
+        Where progress lines go (default: stdout).
+
     Raises
     ------
     ConfigError
@@ -756,6 +769,23 @@ def evaluate_request(
     say: Callable[[str], None] = _say,
 ) -> Verdict:
     """Find the evidence for a promotion (running what is missing when asked) and evaluate it.
+
+    Parameters
+    ----------
+    request
+        What to promote (see `PromotionRequest`).
+    policy
+        The promotion policy.
+    tracker
+        The MLflow store (evidence is read from it, and what ``run_missing`` runs is logged
+        to it).
+    say
+        Where progress lines go (default: stdout).
+
+    Returns
+    -------
+    Verdict
+        Every check of the candidate; `Verdict.passed` decides.
 
     Raises
     ------

@@ -94,6 +94,13 @@ def lock_path(strategy: str, root: Path | str | None = None) -> Path:
 def read_record(strategy: str, root: Path | str | None = DEFAULT_REGISTRY) -> dict[str, Any] | None:
     """Return the champion record of ``strategy``, or None when it has none.
 
+    Parameters
+    ----------
+    strategy
+        Strategy name.
+    root
+        Registry folder (None: ``$TIERLINE_REGISTRY_DIR`` or ``registry``).
+
     Raises
     ------
     ConfigError
@@ -119,6 +126,13 @@ def read_record(strategy: str, root: Path | str | None = DEFAULT_REGISTRY) -> di
 
 def write_record(record: Mapping[str, Any], root: Path | str | None = None) -> Path:
     """Write a champion record atomically (whole or not at all); return its path.
+
+    Parameters
+    ----------
+    record
+        The record (its ``strategy`` names the file).
+    root
+        Registry folder (None: ``$TIERLINE_REGISTRY_DIR`` or ``registry``).
 
     Raises
     ------
@@ -151,7 +165,22 @@ def list_records(root: Path | str | None = None) -> Iterator[dict[str, Any]]:
 def strategy_lock(
     strategy: str, root: Path | str | None = None, *, timeout: float | None = 600.0
 ) -> Iterator[None]:
-    """Hold the strategy's registry lock (promotions, rollbacks and syncs take it)."""
+    """Hold the strategy's registry lock (promotions, rollbacks and syncs take it).
+
+    Parameters
+    ----------
+    strategy
+        Strategy name (the lock is ``<root>/.<strategy>.lock``).
+    root
+        Registry folder (None: ``$TIERLINE_REGISTRY_DIR`` or ``registry``).
+    timeout
+        Seconds to wait for another holder (None: forever).
+
+    Raises
+    ------
+    tierline.promotion.lock.LockTimeout
+        If another process held it longer than ``timeout``.
+    """
     from tierline.promotion.lock import file_lock
 
     with file_lock(

@@ -285,7 +285,15 @@ class BarWindow:
         return cls(*arrays)
 
     def tail(self, stop: int, size: int) -> BarWindow:
-        """Return the last ``size`` bars (fewer at the start) ending at index ``stop - 1``."""
+        """Return the last ``size`` bars (fewer at the start) ending at index ``stop - 1``.
+
+        Parameters
+        ----------
+        stop
+            One past the index of the window's last bar.
+        size
+            The window length (the strategy's warm-up).
+        """
         start = max(stop - size, 0)
         return BarWindow(
             self.ts[start:stop],
@@ -395,6 +403,18 @@ class Strategy:
     def signals(self, bars: pd.DataFrame, params: Mapping[str, Any]) -> Signals:
         """Run the signal function and check its output.
 
+        Parameters
+        ----------
+        bars
+            Bars in the signal-function layout (module docstring).
+        params
+            The parameters (as validated by `validate_params`).
+
+        Returns
+        -------
+        Signals
+            Boolean ``enter_long``/``exit_long`` arrays, one element per bar (NA as False).
+
         Raises
         ------
         EngineError
@@ -430,6 +450,13 @@ class Strategy:
 
     def bar_signal(self, window: BarWindow, params: Mapping[str, Any]) -> tuple[bool, bool]:
         """Return the per-bar hook's ``(enter_long, exit_long)`` for the window's last bar.
+
+        Parameters
+        ----------
+        window
+            The last ``warmup(params)`` bars up to and including the bar decided on.
+        params
+            The parameters (as validated by `validate_params`).
 
         Raises
         ------
@@ -510,9 +537,29 @@ def strategy(
 ) -> Callable[[Callable[..., pd.DataFrame]], Strategy]:
     """Declare a strategy from its signal function (see the module docstring).
 
-    ``batch`` optionally names a batched signal generator for sweeps, ``on_bar`` a per-bar
-    signal for event-driven engines (both described in the module docstring; both must equal
-    the signal function).
+    Parameters
+    ----------
+    name
+        The strategy's name (``tierline strategies`` lists it; registry records use it).
+    params
+        Its parameter space (`Int`, `Float`, `Choice`).
+    warmup
+        ``warmup(params)``: the bars the signal at t reads, t included.
+    constraints
+        Cross-parameter rules such as ``fast < slow``.
+    description
+        One line for listings (default: the first paragraph of the function's docstring).
+    batch
+        Optional batched signal generator for sweeps (module docstring); must equal the
+        signal function.
+    on_bar
+        Optional per-bar signal for event-driven engines (module docstring, `BarWindow`);
+        must equal the signal function bit for bit (``tierline check`` compares them).
+
+    Returns
+    -------
+    callable
+        A decorator turning the signal function into a `Strategy`.
     """
 
     def wrap(fn: Callable[..., pd.DataFrame]) -> Strategy:
