@@ -105,6 +105,10 @@ def test_dry_run_with_the_demo_policy_passes_and_changes_nothing(demo, capsys) -
     assert "verdict: PASS (13/13 checks passed)" in out
     assert "SYNTHETIC data, allowed by" in out and "would be promoted" in out
     assert not (demo["tmp"] / "registry" / "sma_cross.json").exists()
+    assert not (demo["tmp"] / "user_data").exists()  # no freqtrade config
+    from tierline.tracking import Tracker
+
+    assert Tracker(demo["uri"]).model_versions("tierline-sma_cross") == []  # nor a model
 
 
 def test_promote_ls_show_rollback_sync(demo, capsys) -> None:  # type: ignore[no-untyped-def]
