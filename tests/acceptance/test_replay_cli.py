@@ -139,14 +139,7 @@ def test_trade_replay_then_shadow_of_that_run(
     sec = time.time() % 60
     if sec > 30:
         time.sleep(61 - sec)
-    proc = subprocess.Popen(
-        [*TIERLINE, "trade", "flip", "--replay", "--replay-from", "2024-04-03T00:03"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _trade_replay(env)
     try:
         # a start-up slower than the first candle trades at 00:05's open: two candles after
         # the start, plus freqtrade's loop on a loaded machine (the loop ends at the trade)
@@ -184,6 +177,18 @@ def test_trade_replay_then_shadow_of_that_run(
     assert "PASS shadow" in out
 
 
+def _trade_replay(env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start ``tierline trade flip --replay`` from 00:03 (stderr piped)."""
+    return subprocess.Popen(
+        [*TIERLINE, "trade", "flip", "--replay", "--replay-from", "2024-04-03T00:03"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _freqtrade_of(run_dirs: Path) -> tuple[Path, int] | None:
     """Return the replay run directory under ``run_dirs`` whose freqtrade runs, and its pid."""
     for p in Path("/proc").glob("[0-9]*"):
@@ -203,14 +208,7 @@ def test_trade_replay_stopped_by_sigterm_leaves_nothing_running(
     udir = tmp_path / "user_data"  # a run directory of its own, apart from the other tests'
     shutil.copytree(workspace["TIERLINE_FREQTRADE_USERDIR"], udir)
     env = {**os.environ, **workspace, "TIERLINE_FREQTRADE_USERDIR": str(udir)}
-    proc = subprocess.Popen(
-        [*TIERLINE, "trade", "flip", "--replay", "--replay-from", "2024-04-03T00:03"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _trade_replay(env)
     try:
         deadline = time.monotonic() + 120
         found = None

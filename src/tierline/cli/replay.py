@@ -50,6 +50,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from tierline.data.catalog import Catalog
     from tierline.live.replay import ReplayConfig, ReplayServer
+    from tierline.signals import signal_handlers
 
     config = ReplayConfig(
         exchange=args.exchange,
@@ -66,15 +67,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with server:
-            print(f"replay: {server.describe()}")
-            print(f"replay: serving at {server.url} (Ctrl-C to stop)", flush=True)
-            while not stop.wait(1.0):
-                pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with signal_handlers(on_signal, (signal.SIGINT, signal.SIGTERM)), server:
+        print(f"replay: {server.describe()}")
+        print(f"replay: serving at {server.url} (Ctrl-C to stop)", flush=True)
+        while not stop.wait(1.0):
+            pass
     print(f"replay: stopped at {server.status()['cursor']} (catalog time)", flush=True)
     return 0

@@ -143,7 +143,8 @@ def _forwarding_signals() -> Iterator[Callable[[Any], None]]:
     before is passed on then.
     """
     import signal
-    import threading
+
+    from tierline.signals import signal_handlers
 
     child: list[Any] = []
     pending: list[int] = []
@@ -159,15 +160,8 @@ def _forwarding_signals() -> Iterator[Callable[[Any], None]]:
         for signum in pending:
             forward(signum)
 
-    if threading.current_thread() is not threading.main_thread():
+    with signal_handlers(forward, (signal.SIGTERM, signal.SIGHUP)):
         yield started
-        return
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield started
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _cmd_trade(args: argparse.Namespace) -> int:

@@ -31,7 +31,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -427,15 +426,10 @@ def _signals_stop_the_run() -> Iterator[list[int]]:
         if len(received) > 1:
             raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():
+    from tierline.signals import signal_handlers
+
+    with signal_handlers(on_signal, (signal.SIGTERM, signal.SIGHUP)):
         yield received
-        return
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int | None:
