@@ -74,7 +74,7 @@ def _book(  # type: ignore[no-untyped-def]
     fills_f,
     n_fills,
 ):
-    """Book the fill of one response step; return (n_fills, leaves, status, ok)."""
+    """Book the fill of one response step; return (n_fills, leaves, status)."""
     order = hbt.orders(0).get(order_id)
     if order is None:
         return n_fills, leaves_before, -1
@@ -110,6 +110,17 @@ def _book(  # type: ignore[no-untyped-def]
 
 
 @njit
+def _failed(hbt, rc, err):  # type: ignore[no-untyped-def]
+    """Record an hftbacktest error code (anything but 0 = ok, 1 = end of data)."""
+    if rc == 0 or rc == 1:
+        return False
+    if err[0] == 0:
+        err[0] = rc
+        err[1] = hbt.current_timestamp
+    return True
+
+
+@njit
 def _done(status):  # type: ignore[no-untyped-def]
     return status == FILLED or status == EXPIRED or status == CANCELED or status == -1
 
@@ -130,6 +141,7 @@ def _taker(  # type: ignore[no-untyped-def]
     fills_i,
     fills_f,
     n_fills,
+    err,
 ):
     """Send one IOC limit at the far touch (+ ``limit_ticks``); book its responses.
 
@@ -138,15 +150,16 @@ def _taker(  # type: ignore[no-untyped-def]
     depth = hbt.depth(0)
     if side > 0:
         price = depth.best_ask + limit_ticks * tick
-        hbt.submit_buy_order(0, order_id, price, qty, IOC, LIMIT, False)
+        rc = hbt.submit_buy_order(0, order_id, price, qty, IOC, LIMIT, False)
     else:
         price = depth.best_bid - limit_ticks * tick
-        hbt.submit_sell_order(0, order_id, price, qty, IOC, LIMIT, False)
+        rc = hbt.submit_sell_order(0, order_id, price, qty, IOC, LIMIT, False)
     leaves = qty
-    ended = False
+    ended = _failed(hbt, rc, err)
     status = NEW
-    while not _done(status):
-        if hbt.wait_order_response(0, order_id, _WAIT_NS) == 1:
+    while not ended and not _done(status):
+        rc = hbt.wait_order_response(0, order_id, _WAIT_NS)
+        if rc == 1 or _failed(hbt, rc, err):
             ended = True
         n_fills, leaves, status = _book(
             hbt,
@@ -184,6 +197,7 @@ def _passive(  # type: ignore[no-untyped-def]
     fills_i,
     fills_f,
     n_fills,
+    err,
 ):
     """Rest a post-only limit at the near touch; cancel what is left at the timeout.
 
@@ -192,23 +206,26 @@ def _passive(  # type: ignore[no-untyped-def]
     depth = hbt.depth(0)
     if side > 0:
         price = depth.best_bid
-        hbt.submit_buy_order(0, order_id, price, qty, GTX, LIMIT, False)
+        rc = hbt.submit_buy_order(0, order_id, price, qty, GTX, LIMIT, False)
     else:
         price = depth.best_ask
-        hbt.submit_sell_order(0, order_id, price, qty, GTX, LIMIT, False)
+        rc = hbt.submit_sell_order(0, order_id, price, qty, GTX, LIMIT, False)
     deadline = hbt.current_timestamp + timeout_ns
     leaves = qty
-    ended = False
+    ended = _failed(hbt, rc, err)
     cancelled = False
     status = NEW
-    while not _done(status):
+    while not ended and not _done(status):
         now = hbt.current_timestamp
         if now >= deadline and not cancelled:
             if status == NEW or status == PARTIALLY_FILLED:
-                hbt.cancel(0, order_id, False)
+                if _failed(hbt, hbt.cancel(0, order_id, False), err):
+                    ended = True
+                    break
             cancelled = True
         wait = _WAIT_NS if cancelled else deadline - now
-        if hbt.wait_order_response(0, order_id, wait) == 1:
+        rc = hbt.wait_order_response(0, order_id, wait)
+        if rc == 1 or _failed(hbt, rc, err):
             ended = True
         n_fills, leaves, status = _book(
             hbt,
@@ -252,6 +269,7 @@ def replay_nb(  # type: ignore[no-untyped-def]
     legs_f,
     fills_i,
     fills_f,
+    err,
 ):
     """Replay the decisions of ``len(close_ts)`` bars; return (n_legs, n_fills, ended_at).
 
@@ -268,11 +286,15 @@ def replay_nb(  # type: ignore[no-untyped-def]
     next_id = 1
     ended_at = -1
     if hbt.current_timestamp == _MAX_TS:  # not started: load the first events
-        hbt.elapse(0)
+        if _failed(hbt, hbt.elapse(0), err):
+            return 0, 0, -1
     for t in range(n):
         now = hbt.current_timestamp
         if close_ts[t] > now:
-            if hbt.elapse(close_ts[t] - now) == 1:
+            rc = hbt.elapse(close_ts[t] - now)
+            if _failed(hbt, rc, err):
+                break
+            if rc == 1:
                 ended_at = t
                 break
         depth = hbt.depth(0)
@@ -326,6 +348,7 @@ def replay_nb(  # type: ignore[no-untyped-def]
                 fills_i,
                 fills_f,
                 n_fills,
+                err,
             )
             next_id += 1
             orders += 1
@@ -347,6 +370,7 @@ def replay_nb(  # type: ignore[no-untyped-def]
                 fills_i,
                 fills_f,
                 n_fills,
+                err,
             )
             next_id += 1
             orders += 1
@@ -374,6 +398,8 @@ def replay_nb(  # type: ignore[no-untyped-def]
         legs_f[leg, 4] = maker_qty
         position += side * filled
         cash -= side * value + fee
+        if err[0] != 0:
+            break
         if ended:
             ended_at = t
             break

@@ -370,6 +370,7 @@ def run_tier3(
     legs_f = np.zeros((cap_legs, 7), dtype=np.float64)
     fills_i = np.zeros((cap_fills, 6), dtype=np.int64)
     fills_f = np.zeros((cap_fills, 3), dtype=np.float64)
+    err = np.zeros(2, dtype=np.int64)
     ex = config.execution
     t0 = time.perf_counter()
     hbt = HashMapMarketDepthBacktest([asset])
@@ -394,12 +395,26 @@ def run_tier3(
             legs_f,
             fills_i,
             fills_f,
+            err,
         )
     except Exception as e:
         raise EngineError(f"hftbacktest stopped: {type(e).__name__}: {e}") from e
     finally:
         hbt.close()
     elapsed = time.perf_counter() - t0
+    if err[0] != 0:
+        from tierline.data.catalog import to_utc_ns
+
+        hint = (
+            " hftbacktest 2.4's partial-fill exchange is known to fail like this with resting "
+            "(passive) orders on some books; set partial_fills = false in [execution]"
+            if ex.partial_fills and ex.style == "passive"
+            else ""
+        )
+        raise EngineError(
+            f"hftbacktest returned error code {int(err[0])} at {to_utc_ns(int(err[1]))} "
+            f"({strategy.name} on {exchange} {symbol}, style {ex.style}).{hint}"
+        )
     if n_fills >= cap_fills:
         raise EngineError(f"more than {cap_fills} fill rows; raise the capacity")
     # --- 5. tables ----------------------------------------------------------------------------

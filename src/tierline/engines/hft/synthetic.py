@@ -3,8 +3,9 @@
 Per bar, the mid walks ``open -> low -> high -> close`` (an up bar, close >= open) or ``open ->
 high -> low -> close`` (a down bar), piecewise linearly, sampled at ``events_per_bar`` points
 evenly spaced in time from the bar's open (point 0 = the open at the bar's open time; with 4
-points the walk hits open, low/high, high/low and close exactly). One more point at the last
-bar's close time holds the last close, so an order sent at the last close still meets a book.
+points the walk hits open, low/high, high/low and close exactly). Two more points, at the last
+bar's close time and one bar later, hold the last close, so an order sent at the last close
+still meets a book (and the data does not end at that instant).
 
 At each point ``p`` (prices in ticks, ``s`` = the spread in ticks):
 
@@ -59,9 +60,9 @@ def _path(bars: pl.DataFrame, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     mids = verts[:, seg] * (1.0 - w) + verts[:, seg + 1] * w  # (n, e)
     times = ts[:, None] + (np.arange(e) * tf // e)[None, :]
     bar = np.repeat(np.arange(n), e)
-    times = np.concatenate([times.ravel(), [ts[-1] + tf]])
-    mids = np.concatenate([mids.ravel(), [c[-1]]])
-    bar = np.concatenate([bar, [n - 1]])
+    times = np.concatenate([times.ravel(), [ts[-1] + tf, ts[-1] + 2 * tf]])
+    mids = np.concatenate([mids.ravel(), [c[-1], c[-1]]])
+    bar = np.concatenate([bar, [n - 1, n - 1]])
     return times, mids, bar
 
 
@@ -191,7 +192,7 @@ def synthetic_events(
 
     # Trades at the touch after each update.
     trade_qty = np.floor(volume[bar] / e / lot_size + 1e-9) * lot_size
-    trade_qty[-1] = 0.0  # the closing point carries no trade
+    trade_qty[-2:] = 0.0  # the closing points carry no trade
     prev = np.concatenate([[mids[0]], mids[:-1]])
     bar_up = (bars["close"].to_numpy() >= bars["open"].to_numpy())[bar]
     buy = (mids > prev) | ((mids == prev) & bar_up)
@@ -204,6 +205,15 @@ def synthetic_events(
         np.where(buy[t_pt], TRADE_EVENT | BUY_EVENT, TRADE_EVENT | SELL_EVENT).astype(np.uint64)
     )
     rows_ord.append(np.full(len(t_pt), 2, dtype=np.int64))
+
+    # The last point restates the best bid (an unchanged level, no queue effect) so the data
+    # runs one bar past the last close even when nothing moved.
+    last = k - 1
+    rows_pt.append(np.array([last]))
+    rows_px.append(np.array([bid[last] * tick_size]))
+    rows_qty.append(np.array([level_qty[last - 1]]))
+    rows_ev.append(np.array([DEPTH_EVENT | BUY_EVENT], dtype=np.uint64))
+    rows_ord.append(np.array([1], dtype=np.int64))
 
     pt = np.concatenate(rows_pt)
     order = np.lexsort((np.concatenate(rows_ord), pt))
