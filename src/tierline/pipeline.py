@@ -11,9 +11,15 @@ One MLflow parent run per strategy and data set, with child runs:
   reference engine as metrics (``parity_passed``, ``parity_pnl_diff_rel``,
   ``parity_max_return_diff``, ``parity_unmatched``).
 
-The parent also gets ``causality_passed`` and the parity table as an artifact. A tier-2
-engine that fails is recorded as a FAILED child run and reported; the pipeline goes on with
-the other engines.
+- ``tier3 / hftbacktest`` rank r: candidate 1 and, up to ``tier3_top``, the next candidates
+  whose tier-2 parity passed, their decisions replayed as orders in hftbacktest on the L2
+  book covering the bars' span (or a book synthesised from the bars, tagged ``l2=synthetic``)
+  with the tier-3 config (`tierline.engines.hft`); the common metrics plus shortfall, fill
+  ratio, time to fill, maker share, net P&L, fees and orders.
+
+The parent also gets ``causality_passed`` and the parity table as an artifact. A tier-2 or
+tier-3 engine that fails is recorded as a FAILED child run and reported; the pipeline goes on
+with the other engines.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ if TYPE_CHECKING:
 
     from tierline.core.conventions import ExecutionConfig
     from tierline.core.parity import EngineParity
+    from tierline.data.catalog import Catalog
+    from tierline.engines.hft.config import HftConfig
+    from tierline.engines.hft.report import Tier3Result
     from tierline.strategy.contract import Strategy
     from tierline.sweep import SweepResult
 
@@ -53,11 +62,18 @@ class PipelineResult:
     metrics: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)
     #: (rank, engine) -> error message of an engine that failed.
     failures: dict[tuple[int, str], str] = field(default_factory=dict)
+    #: rank -> tier-3 result of that candidate.
+    tier3: dict[int, Tier3Result] = field(default_factory=dict)
 
     @property
     def parity_passed(self) -> bool:
-        """Return whether every tier-2 engine ran and matched the reference on every candidate."""
-        return not self.failures and all(p.passed for p in self.parity.values())
+        """Return whether every tier-2 engine ran and matched the reference on every candidate.
+
+        Tier 3 does not enter: it measures execution cost, it has no parity to pass.
+        """
+        return not any(engine != "hftbacktest" for _, engine in self.failures) and all(
+            p.passed for p in self.parity.values()
+        )
 
 
 def _say(msg: str) -> None:
@@ -81,6 +97,10 @@ def run_pipeline(
     out_dir: Path | None = None,
     progress: bool = True,
     argv: Sequence[str] | None = None,
+    tier3_top: int = 1,
+    hft_config: HftConfig | None = None,
+    l2: str = "auto",
+    catalog: Catalog | None = None,
 ) -> PipelineResult:
     """Run tier 1 (sweep + walk-forward + overfitting statistics) and tier 2 on the top-k.
 
@@ -104,6 +124,15 @@ def run_pipeline(
         Show progress bars.
     argv
         Command line to record.
+    tier3_top
+        Tier 3 runs candidate 1 and the next candidates up to this rank whose tier-2 parity
+        passed (0 = no tier 3).
+    hft_config
+        Tier-3 configuration (default: `tierline.engines.hft.config.load_hft_config`).
+    l2
+        Tier-3 book: ``auto``, ``real`` or ``synthetic`` (see `run_tier3`).
+    catalog
+        Where tier 3 finds the L2 book (default: the default catalog).
 
     Returns
     -------
@@ -131,6 +160,8 @@ def run_pipeline(
         "folds": folds,
         "top_k": top_k,
         "engines": list(engines),
+        "tier3_top": tier3_top,
+        "l2": l2,
     }
     _say(f"[pipeline] {strategy.name} on {exchange} {symbol} {timeframe}: {len(bars)} bars")
     with tracker.pipeline(
@@ -217,8 +248,91 @@ def run_pipeline(
             import polars as pl
 
             parent.log_table("parity", pl.DataFrame(parity_rows))
+        # --- tier 3 ------------------------------------------------------------------------
+        if tier3_top > 0 and candidates:
+            _tier3_stage(
+                result,
+                parent,
+                strategy,
+                bars,
+                config,
+                candidates=candidates,
+                tier3_top=tier3_top,
+                hft_config=hft_config,
+                l2=l2,
+                catalog=catalog,
+                exchange=exchange,
+                symbol=symbol,
+                timeframe=timeframe,
+            )
         parent.log_metrics({"parity_passed": float(result.parity_passed)})
     return result
+
+
+def _tier3_stage(
+    result: PipelineResult,
+    parent: Any,
+    strategy: Strategy,
+    bars: pl.DataFrame,
+    config: ExecutionConfig,
+    *,
+    candidates: Sequence[Any],
+    tier3_top: int,
+    hft_config: HftConfig | None,
+    l2: str,
+    catalog: Catalog | None,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+) -> None:
+    """Run tier 3 on candidate 1 and the parity-passing candidates up to ``tier3_top``."""
+    from datetime import timedelta
+
+    from tierline.data.catalog import Catalog
+    from tierline.data.market import timeframe_ns
+    from tierline.engines.hft.config import load_hft_config
+    from tierline.engines.hft.execution import run_tier3
+    from tierline.engines.hft.report import log_tier3
+
+    def passed(rank: int) -> bool:
+        pars = [p for (r, _), p in result.parity.items() if r == rank]
+        failed = [e for (r, e) in result.failures if r == rank]
+        return bool(pars) and all(p.passed for p in pars) and not failed
+
+    chosen = [c for c in candidates if c.rank == 1 or (c.rank <= tier3_top and passed(c.rank))]
+    cfg = hft_config or load_hft_config()
+    start = bars["ts"][0]
+    end = bars["ts"][-1] + timedelta(microseconds=timeframe_ns(timeframe) // 1000)
+    for cand in chosen:
+        _say(f"[tier 3] candidate {cand.rank} ({_fmt(cand.params)}) in hftbacktest")
+        try:
+            res = run_tier3(
+                strategy,
+                cand.params,
+                catalog=catalog or Catalog(),
+                exchange=exchange,
+                symbol=symbol,
+                timeframe=timeframe,
+                config=cfg,
+                execution=config,
+                bars=bars,
+                l2=l2,  # type: ignore[arg-type]
+                start=start,
+                end=end,
+                say=_say,
+            )
+            log_tier3(parent, res, rank=cand.rank)
+        except Exception as e:  # recorded as a FAILED child where it got that far; go on
+            result.failures[(cand.rank, "hftbacktest")] = f"{type(e).__name__}: {e}"
+            _say(f"[tier 3] hftbacktest failed on candidate {cand.rank}: {e}")
+            continue
+        result.tier3[cand.rank] = res
+        result.metrics[(cand.rank, "hftbacktest")] = res.metrics
+        m = res.metrics
+        _say(
+            f"    l2={res.l2}, shortfall {m['shortfall_bps']:.2f} bps, fill ratio "
+            f"{m['fill_ratio']:.3f}, net P&L {m['net_pnl']:.2f}"
+        )
 
 
 def log_tier1_sweep(parent: Any, sweep: SweepResult) -> str:

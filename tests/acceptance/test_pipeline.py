@@ -78,11 +78,31 @@ def test_tier_runs_share_the_metric_names_and_candidates(pipeline_run) -> None: 
             assert abs(t2.metrics["total_return"] - vbt.metrics["total_return"]) < 1e-4
 
 
+def test_tier3_runs_candidate_one_beside_tiers_1_and_2(pipeline_run) -> None:  # type: ignore[no-untyped-def]
+    from tierline.engines.hft.report import TIER3_METRICS
+
+    _, record, _ = pipeline_run
+    (t3,) = record.find("tier3", "hftbacktest")
+    (vbt,) = record.find("tier1", "vectorbt", 1)
+    assert t3.rank == 1 and t3.status == "FINISHED"
+    assert t3.params == vbt.params
+    assert set(METRIC_NAMES) | set(TIER3_METRICS) <= set(t3.metrics)
+    # the sample's 5m bars span 10 days, its book only the last 2 h: a synthetic book
+    assert t3.tags["l2"] == "synthetic"
+    assert t3.tags["style"] == "taker"
+    # same decisions as tier 1, filled 10 ms after the bar open on a 1-tick synthetic spread
+    assert t3.metrics["trades"] == vbt.metrics["trades"]
+    assert t3.metrics["fill_ratio"] == 1.0
+    assert 0.0 <= t3.metrics["shortfall_bps"] < 0.01
+    assert t3.metrics["time_to_fill_s"] == pytest.approx(0.010)
+
+
 def test_sweep_table_is_one_artifact_not_thousands_of_runs(pipeline_run) -> None:  # type: ignore[no-untyped-def]
     from tierline.tracking import Tracker
 
     _, record, tmp = pipeline_run
-    assert len(record.tiers) == 1 + 2 * 3  # sweep + (vectorbt, nautilus, freqtrade) x 2
+    # sweep + (vectorbt, nautilus, freqtrade) x 2 + tier 3 on candidate 1
+    assert len(record.tiers) == 1 + 2 * 3 + 1
     (sweep,) = [t for t in record.find("tier1", "vectorbt") if t.rank is None]
     table = Tracker(f"sqlite:///{tmp / 'mlflow.db'}").load_frame(
         sweep.run_id, "tables/sweep.parquet"
