@@ -91,7 +91,10 @@ def test_default_policy_rejects_the_synthetic_demo_with_a_table(demo, capsys) ->
     assert header
     row = next(line for line in lines if line.strip().startswith("synthetic data"))
     assert row.split()[-3:] == ["real", "synthetic", "FAIL"]
-    assert next(line for line in lines if "hftbacktest execution run" in line).endswith("FAIL")
+    # `tierline run` now includes tier 3: on the sample it replays on a book synthesised from
+    # the bars, which the default policy does not accept as execution evidence.
+    l2_row = next(line for line in lines if line.strip().startswith("L2 book"))
+    assert l2_row.split()[-3:] == ["real", "synthetic", "FAIL"]
     assert "verdict: FAIL" in out
     assert "error: sma_cross was not promoted" in out and "unchanged" in out
     assert not (demo["tmp"] / "registry" / "sma_cross.json").exists()
@@ -102,7 +105,7 @@ def test_dry_run_with_the_demo_policy_passes_and_changes_nothing(demo, capsys) -
     args = ("promote", "sma_cross", "--policy", str(DEMO_POLICY), "--dry-run")
     code, out = _run(demo, capsys, *args)
     assert code == 0, out
-    assert "verdict: PASS (13/13 checks passed)" in out
+    assert "verdict: PASS (16/16 checks passed)" in out
     assert "SYNTHETIC data, allowed by" in out and "would be promoted" in out
     assert not (demo["tmp"] / "registry" / "sma_cross.json").exists()
     assert not (demo["tmp"] / "user_data").exists()  # no freqtrade config
