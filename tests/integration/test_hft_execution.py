@@ -10,6 +10,7 @@ from the rows flagged for the exchange, read at the time the order reaches the e
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,41 @@ def test_taker_leg_vwap_shortfall_and_trades_follow_from_the_fills(taker: Any) -
     assert m["net_pnl"] == pytest.approx(float(taker.trades["pnl"].sum()), abs=1e-6)
     assert m["net_pnl"] == pytest.approx(float(taker.equity["equity"][-1]) - 10_000.0)
     assert m["time_to_fill_s"] >= 0.010
+
+
+def test_orders_at_the_last_close_execute_on_the_recorded_book_past_the_span(
+    real: Catalog, taker: Any
+) -> None:
+    # bars and a span ending well before the recorded book does (as in a pipeline): the events
+    # run on past the span's end, so the forced exit at the last close is a real order, not a
+    # paper close, and every bar of the span is replayed
+    bars = taker.extra["bars"]
+    ts = bars["ts"].dt.epoch("ns").to_numpy()
+    k = next(i for i in range(len(ts) - 6, 0, -1) if (ts[i] // 10**10) % 4 == 1)
+    end = bars["ts"][k] + timedelta(seconds=10)
+    res = run_tier3(
+        schedule,
+        {"every": 4},
+        catalog=real,
+        exchange=EXCHANGE,
+        symbol=SYMBOL,
+        timeframe=TF,
+        config=_config(style="taker"),
+        execution=ExecutionConfig(initial_cash=10_000.0, stake=150.0),
+        bars=bars.head(k + 1),
+        start=bars["ts"][0],
+        end=end,
+        l2="real",
+    )
+    assert res.extra["bars"]["ts"].to_list() == bars["ts"][: k + 1].to_list()
+    assert res.equity.height == k + 1
+    last = res.legs.row(-1, named=True)
+    assert last["forced"] and last["side"] == -1 and last["bar"] == k
+    assert last["filled_qty"] == pytest.approx(last["requested_qty"])
+    assert last["last_fill_ts"] > end  # executed on the book recorded after the span
+    assert last["assumed_price"] == bars["close"][k]
+    assert res.trades["exit_price"][-1] == pytest.approx(last["vwap"])
+    assert not res.notes
 
 
 # ---------------------------------------------------------------------- passive

@@ -264,6 +264,7 @@ def replay_nb(  # type: ignore[no-untyped-def]
     fee_taker,
     lot,
     tick,
+    span_end,
     equity,
     legs_i,
     legs_f,
@@ -271,12 +272,16 @@ def replay_nb(  # type: ignore[no-untyped-def]
     fills_f,
     err,
 ):
-    """Replay the decisions of ``len(close_ts)`` bars; return (n_legs, n_fills, ended_at).
+    """Replay the decisions of ``len(close_ts)`` bars; return (n_legs, n_fills, reached).
 
-    ``stake <= 0`` stakes all equity. ``equity`` (float64[n]) receives the equity marked at
-    each bar's close; ``legs_*``/``fills_*`` are filled row by row (columns `LEG_I_COLS`,
-    `LEG_F_COLS`, `FILL_I_COLS`, `FILL_F_COLS`). ``ended_at`` is the bar at which the data
-    ran out (-1 when it did not); later bars keep equity NaN.
+    ``stake <= 0`` stakes all equity. ``span_end`` is the end of the span the events cover
+    (local time, exclusive): a bar close at or before it is reached even when no event falls
+    between the last one and the close (the book is then the last one). ``equity``
+    (float64[n]) receives the equity marked at each bar's close; ``legs_*``/``fills_*`` are
+    filled row by row (columns `LEG_I_COLS`, `LEG_F_COLS`, `FILL_I_COLS`, `FILL_F_COLS`).
+    ``reached`` is -1 when the data lasted through every bar's orders; else the number of
+    bars whose close was reached before the data ran out (a bar whose orders the end of the
+    data cut short counts: its close was reached). Later bars keep equity NaN.
     """
     n = close_ts.shape[0]
     cash = initial_cash
@@ -295,7 +300,13 @@ def replay_nb(  # type: ignore[no-untyped-def]
             if _failed(hbt, rc, err):
                 break
             if rc == 1:
+                # no event left: the close is reached only if the span covers it (the book
+                # is the last one); no order can execute after the end of the data
                 ended_at = t
+                if close_ts[t] <= span_end:
+                    depth = hbt.depth(0)
+                    equity[t] = cash + position * 0.5 * (depth.best_bid + depth.best_ask)
+                    ended_at = t + 1
                 break
         depth = hbt.depth(0)
         bid = depth.best_bid
@@ -401,6 +412,6 @@ def replay_nb(  # type: ignore[no-untyped-def]
         if err[0] != 0:
             break
         if ended:
-            ended_at = t
+            ended_at = t + 1  # bar t's close was reached; its orders were cut short
             break
     return n_legs, n_fills, ended_at

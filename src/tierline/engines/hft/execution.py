@@ -23,6 +23,10 @@
    down to the lot (stake = all equity, or ``ExecutionConfig.stake``); an exit sells the
    position. ``ExecutionConfig.fee`` is not used: tier 3 charges the configured maker/taker
    fees on each fill.
+   The end: recorded L2 is read up to one bar (at most 10 minutes) past ``end`` where it
+   exists, so the orders at the last close execute; a position the orders leave open is
+   closed on paper at the last close the replay reached (the last bar's when the span covers
+   it, as in tiers 1-2).
 6. **Report** (`tierline.engines.hft.report`): per leg and in total, shortfall against the
    bar-open price, fill ratio, time to fill, maker share, net P&L after fees, and the common
    metrics from the trades table and equity curve.
@@ -56,6 +60,9 @@ logger = logging.getLogger(__name__)
 L2_CHOICES: tuple[str, ...] = ("auto", "real", "synthetic")
 L2Choice = Literal["auto", "real", "synthetic"]
 _MS = 1_000_000
+#: Longest stretch of recorded L2 read past the span's end, so the orders decided at the last
+#: bar's close (the forced exit) execute on the book instead of on paper.
+_TAIL_NS = 600_000 * _MS
 
 
 def feed_order_latency(events: np.ndarray, cfg: LatencyConfig) -> np.ndarray:
@@ -201,6 +208,37 @@ def _catalog_book_synthetic(catalog: Catalog, exchange: str, symbol: str) -> boo
     return False
 
 
+def _recorded_events(
+    catalog: Catalog, exchange: str, symbol: str, start: Any, end: Any, tail_ns: int
+) -> L2Events:
+    """Return the catalog's L2 events of the span, ``tail_ns`` past ``end`` where recorded.
+
+    The orders decided at the last bar's close (``end``) reach the exchange after it: the
+    events run on past ``end`` when the recorded book covers that, else they stop at ``end``
+    (and a position still open after the last orders is closed on paper at the last close).
+
+    Raises
+    ------
+    DataError
+        If no recorded L2 covers the span itself.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from tierline.data.catalog import to_utc_ns
+    from tierline.engines.hft.events import l2_events
+
+    if end is not None:
+        hi = end if isinstance(end, int) else to_utc_ns(end)
+        if not isinstance(hi, int):
+            assert hi is not None
+            hi = (hi - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+        try:
+            return l2_events(catalog, exchange, symbol, start, hi + tail_ns)
+        except DataError as e:
+            logger.debug("no recorded L2 past the span's end (%s); stopping at the end", e)
+    return l2_events(catalog, exchange, symbol, start, end)
+
+
 def _ns(bars: pl.DataFrame) -> np.ndarray:
     import polars as pl
 
@@ -284,10 +322,8 @@ def run_tier3(
 
     # --- 1. the book --------------------------------------------------------------------
     if events is None and l2 != "synthetic":
-        from tierline.engines.hft.events import l2_events
-
         try:
-            events = l2_events(catalog, exchange, symbol, start, end)
+            events = _recorded_events(catalog, exchange, symbol, start, end, min(tf_ns, _TAIL_NS))
         except DataError as e:
             if l2 == "real":
                 raise DataError(f"--l2 real: no real L2 book for {exchange} {symbol}: {e}") from e
@@ -375,7 +411,7 @@ def run_tier3(
     t0 = time.perf_counter()
     hbt = HashMapMarketDepthBacktest([asset])
     try:
-        n_legs, n_fills, ended_at = replay_nb(
+        n_legs, n_fills, reached = replay_nb(
             hbt,
             close_ts,
             enter,
@@ -390,6 +426,7 @@ def run_tier3(
             float(config.fees.taker),
             float(events.lot_size),
             float(events.tick_size),
+            int(events.end_ns),
             equity,
             legs_i,
             legs_f,
@@ -420,12 +457,16 @@ def run_tier3(
     # --- 5. tables ----------------------------------------------------------------------------
     from tierline.engines.hft.report import Tier3Result
 
-    last_bar = n if ended_at < 0 else ended_at
-    if ended_at >= 0:
+    # bars whose close the replay reached: a position still open is closed on paper at the
+    # last of those closes (the price tiers 1-2 close at when every bar is reached)
+    last_bar = n if reached < 0 else reached
+    if 0 <= reached < n:
         notes.append(
-            f"the L2 data ended at bar {ended_at} of {n} ({bars['ts'][ended_at]}); later bars "
-            "are not replayed"
+            f"the L2 data ended before the close of bar {reached} of {n} "
+            f"({bars['ts'][reached]}); later bars are not replayed"
         )
+    elif reached == n:
+        notes.append("the L2 data ended before the orders at the last bar's close could execute")
     legs, fills = _tables(
         bars, legs_i[:n_legs], legs_f[:n_legs], fills_i[:n_fills], fills_f[:n_fills]
     )
