@@ -265,6 +265,37 @@ def test_orders_at_the_last_close_execute_on_the_recorded_book_past_the_span(
     assert not res.notes
 
 
+def test_bars_from_the_events_trades_equal_bars_from_the_catalog_trades(
+    real: Catalog, events: Any, taker: Any
+) -> None:
+    from tierline.data.resample import bars_from_trades
+    from tierline.engines.hft.events import l2_events
+    from tierline.engines.hft.execution import bars_from_events
+
+    def from_catalog(start: int, end: int, tf: str) -> pl.DataFrame:
+        trades = real.read("trades", exchange=EXCHANGE, symbol=SYMBOL, start=start, end=end)
+        return bars_from_trades(trades, tf)
+
+    lo, hi = events.start_ns, events.end_ns
+    for tf in ("1s", "10s", "1m"):
+        want = from_catalog(lo, hi, tf)
+        got = bars_from_events(events, tf)
+        assert got is not None and got.height == want.height > 0
+        assert got.equals(want), tf
+    # the adapter's own bars (no bars given) are those: it no longer reads the trades again
+    assert taker.extra["bars"].equals(from_catalog(lo, hi, "10s"))
+    assert taker.extra["bars"].height == 33
+    # a span inside the book, and events read past its end (the forced exit's tail)
+    start, end = lo + 60 * 10**9, lo + 180 * 10**9
+    want = from_catalog(start, end, "10s")
+    inside = l2_events(real, EXCHANGE, SYMBOL, start, end)
+    longer = l2_events(real, EXCHANGE, SYMBOL, start, end + 10 * 10**9)
+    for ev in (inside, longer):
+        got = bars_from_events(ev, "10s", start, end)
+        assert got is not None and got.equals(want)
+    assert want.height == 11  # [first trade, last trade] of the span hold 11 whole buckets
+
+
 # ---------------------------------------------------------------------- passive
 def _risk_averse_fill(ev: np.ndarray, accept: int, side: int, price: float) -> tuple[int, float]:
     """Return (exchange time, quantity) of the first fill of a resting order, by hand.

@@ -8,8 +8,9 @@
    the bars (`tierline.engines.hft.synthetic.synthetic_events`). A catalog book whose files
    are marked synthetic (the embedded sample) counts as synthetic too.
 2. **Bars.** Given, or built with `tierline.data.resample.bars_from_trades` from the catalog
-   trades of the book's span at ``timeframe`` (e.g. ``10s``), or read from the catalog's OHLCV;
-   on a real book only the bars the book fully covers are kept.
+   trades of the book's span at ``timeframe`` (e.g. ``10s``; taken from the trade events the
+   L2 conversion already holds, `bars_from_events`, not read again), or read from the
+   catalog's OHLCV; on a real book only the bars the book fully covers are kept.
 3. **Decisions.** The strategy's own signal function on those bars; at bar t's close, in a
    position ``exit_long[t]`` sells, flat ``enter_long[t]`` buys (the reference engine's rule).
    Tiers 1 and 2 fill that at bar t+1's open price; tier 3 submits at the decision time (bar
@@ -53,7 +54,14 @@ if TYPE_CHECKING:
     from tierline.engines.hft.report import Tier3Result
     from tierline.strategy.contract import Strategy
 
-__all__ = ["L2_CHOICES", "build_asset", "feed_order_latency", "resolve_bars", "run_tier3"]
+__all__ = [
+    "L2_CHOICES",
+    "bars_from_events",
+    "build_asset",
+    "feed_order_latency",
+    "resolve_bars",
+    "run_tier3",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -222,21 +230,71 @@ def _recorded_events(
     DataError
         If no recorded L2 covers the span itself.
     """
-    from datetime import UTC, datetime, timedelta
-
-    from tierline.data.catalog import to_utc_ns
     from tierline.engines.hft.events import l2_events
 
     if end is not None:
-        hi = end if isinstance(end, int) else to_utc_ns(end)
-        if not isinstance(hi, int):
-            assert hi is not None
-            hi = (hi - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
         try:
-            return l2_events(catalog, exchange, symbol, start, hi + tail_ns)
+            return l2_events(catalog, exchange, symbol, start, _to_ns(end) + tail_ns)
         except DataError as e:
             logger.debug("no recorded L2 past the span's end (%s); stopping at the end", e)
     return l2_events(catalog, exchange, symbol, start, end)
+
+
+def _to_ns(value: Any) -> int:
+    """Return a time bound (epoch ns, ISO string or datetime; naive = UTC) in epoch ns."""
+    from datetime import UTC, datetime, timedelta
+
+    from tierline.data.catalog import to_utc_ns
+
+    if isinstance(value, int | np.integer):
+        return int(value)
+    dt = to_utc_ns(value)
+    assert dt is not None
+    return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+
+
+def bars_from_events(
+    events: L2Events, timeframe: str, start: Any = None, end: Any = None
+) -> pl.DataFrame | None:
+    """Return bars built from the trades inside recorded L2 events; None if there are none.
+
+    The trades are the events' ``TRADE_EVENT`` rows flagged for the exchange (one per
+    catalog trade, in the catalog's order) with exchange time in ``[start, end)`` (default:
+    the events' span): the rows `l2_events` converted from the catalog's ``trades/``, so the
+    bars equal `bars_from_trades` on the catalog trades of that span, without reading them
+    again.
+
+    Parameters
+    ----------
+    events
+        Recorded L2 events (`l2_events`).
+    timeframe
+        Bar length, e.g. ``10s``.
+    start, end
+        Exchange-time span of the trades (epoch ns, ISO string or datetime).
+    """
+    import polars as pl
+    from hftbacktest.types import EXCH_EVENT, TRADE_EVENT
+
+    from tierline.data.resample import bars_from_trades
+
+    ev = events.events
+    flags = ev["ev"]
+    rows = ev[((flags & np.uint64(0xFF)) == TRADE_EVENT) & ((flags & np.uint64(EXCH_EVENT)) != 0)]
+    lo = _to_ns(start) if start is not None else int(events.start_ns)
+    hi = _to_ns(end) if end is not None else int(events.end_ns)
+    ts = rows["exch_ts"]
+    rows = rows[(ts >= lo) & (ts < hi)]
+    if not len(rows):
+        return None
+    trades = pl.DataFrame(
+        {
+            "ts": pl.Series(rows["exch_ts"].astype(np.int64)).cast(pl.Datetime("ns", "UTC")),
+            "price": rows["px"],
+            "qty": rows["qty"],
+        }
+    )
+    return bars_from_trades(trades, timeframe)
 
 
 def _ns(bars: pl.DataFrame) -> np.ndarray:
@@ -335,7 +393,13 @@ def run_tier3(
             notes.append(msg)
     # --- 2. the bars ----------------------------------------------------------------------
     if bars is None:
-        if events is not None:
+        built = None
+        if events is not None and not events.synthetic:
+            # the catalog trades of the span are already in the events: no second read
+            built = bars_from_events(events, timeframe, start, end)
+        if built is not None and built.height:
+            bars, source = built, "trades"
+        elif events is not None:
             span_start = start if start is not None else int(events.start_ns)
             span_end = end if end is not None else int(events.end_ns)
             bars, source = resolve_bars(
