@@ -1211,12 +1211,39 @@ class Tracker:
     def load_pyfunc(self, model_uri: str) -> Any:
         """Load a pyfunc model, e.g. ``models:/tierline-sma_cross@champion``, from this store."""
         _mlflow_env()
-        import mlflow
         import mlflow.pyfunc
 
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        return mlflow.pyfunc.load_model(model_uri)
+        with _process_uris(self.uri):
+            return mlflow.pyfunc.load_model(model_uri)
+
+
+@contextlib.contextmanager
+def _process_uris(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking and registry URIs at ``uri`` for the block only.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` (for subprocesses), which
+    `resolve_tracking_uri` reads: left set, it would silently send every later default-URI
+    `Tracker` of the process to this store. Both the module globals and the variables are
+    restored on exit.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {n: os.environ.get(n) for n in names}
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+        for n, v in saved_env.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
 
 
 @dataclass(frozen=True, kw_only=True)

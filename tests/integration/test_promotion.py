@@ -300,17 +300,23 @@ def test_lookahead_strategy_with_a_great_backtest_is_rejected(
 
 
 def test_pyfunc_champion_loads_by_alias_and_returns_the_strategy_signals(
-    evidence: Evidence, ws: Workspace
+    evidence: Evidence, ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlflow
     import mlflow.pyfunc
 
     from tierline.core.bars import to_strategy_frame
     from tierline.strategy import get_strategy
 
     record = _promote(ws, _lax(ws.tmp))
-    mlflow.set_tracking_uri(ws.uri)
-    mlflow.set_registry_uri(ws.uri)
+    # Through Tracker: the process-wide MLflow URIs (and MLFLOW_TRACKING_URI, which later
+    # default-URI Trackers would read) are left as they were.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    via_tracker = Tracker(ws.uri).load_pyfunc(f"models:/{MODEL}@champion")
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    # As a user would, with MLflow's own API pointed at the store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ws.uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", ws.uri)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     frame = to_strategy_frame(evidence.bars)
     out = model.predict(frame)
@@ -319,6 +325,7 @@ def test_pyfunc_champion_loads_by_alias_and_returns_the_strategy_signals(
     assert np.array_equal(out["enter_long"].to_numpy(), want.enter_long)
     assert np.array_equal(out["exit_long"].to_numpy(), want.exit_long)
     assert 0 < out["enter_long"].sum() < len(frame)
+    assert via_tracker.predict(frame).equals(out)
 
 
 def test_second_promotion_keeps_the_previous_and_rollback_restores_it(
