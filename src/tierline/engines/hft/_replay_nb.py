@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from hftbacktest import GTX, LIMIT
 from hftbacktest.order import CANCELED, EXPIRED, FILLED, IOC, NEW, PARTIALLY_FILLED
+from hftbacktest.types import EXCH_EVENT, TRADE_EVENT
 from numba import njit
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "STYLE_PASSIVE",
     "STYLE_TAKER",
     "replay_nb",
+    "trade_rows_nb",
 ]
 
 #: Columns of the int64 fill array.
@@ -55,7 +58,35 @@ LEG_F_COLS = ("requested_qty", "filled_qty", "value", "fee", "maker_qty", "bid",
 STYLE_TAKER = 0
 STYLE_PASSIVE = 1
 _MAX_TS = 9223372036854775807
+_KIND_MASK = np.uint64(0xFF)
+_TRADE = np.uint64(TRADE_EVENT)
+_EXCH = np.uint64(EXCH_EVENT)
+_ZERO = np.uint64(0)
 _WAIT_NS = 3_600_000_000_000  # an order response later than this means the data ended
+
+
+@njit(cache=True)
+def trade_rows_nb(flags, exch_ts, px, qty, lo, hi):  # type: ignore[no-untyped-def]
+    """Return (exch_ts, px, qty) of the trade events flagged for the exchange in ``[lo, hi)``.
+
+    One pass over the event array's fields, in array order (cached: no hftbacktest object
+    involved).
+    """
+    n = flags.shape[0]
+    ts_out = np.empty(n, dtype=np.int64)
+    px_out = np.empty(n, dtype=np.float64)
+    qty_out = np.empty(n, dtype=np.float64)
+    k = 0
+    for i in range(n):
+        f = flags[i]
+        if (f & _KIND_MASK) == _TRADE and (f & _EXCH) != _ZERO:
+            t = exch_ts[i]
+            if t >= lo and t < hi:
+                ts_out[k] = t
+                px_out[k] = px[i]
+                qty_out[k] = qty[i]
+                k += 1
+    return ts_out[:k].copy(), px_out[:k].copy(), qty_out[:k].copy()
 
 
 @njit

@@ -274,25 +274,18 @@ def bars_from_events(
         Exchange-time span of the trades (epoch ns, ISO string or datetime).
     """
     import polars as pl
-    from hftbacktest.types import EXCH_EVENT, TRADE_EVENT
 
     from tierline.data.resample import bars_from_trades
+    from tierline.engines.hft._replay_nb import trade_rows_nb
 
     ev = events.events
-    flags = ev["ev"]
-    rows = ev[((flags & np.uint64(0xFF)) == TRADE_EVENT) & ((flags & np.uint64(EXCH_EVENT)) != 0)]
     lo = _to_ns(start) if start is not None else int(events.start_ns)
     hi = _to_ns(end) if end is not None else int(events.end_ns)
-    ts = rows["exch_ts"]
-    rows = rows[(ts >= lo) & (ts < hi)]
-    if not len(rows):
+    ts, px, qty = trade_rows_nb(ev["ev"], ev["exch_ts"], ev["px"], ev["qty"], lo, hi)
+    if not len(ts):
         return None
     trades = pl.DataFrame(
-        {
-            "ts": pl.Series(rows["exch_ts"].astype(np.int64)).cast(pl.Datetime("ns", "UTC")),
-            "price": rows["px"],
-            "qty": rows["qty"],
-        }
+        {"ts": pl.Series(ts).cast(pl.Datetime("ns", "UTC")), "price": px, "qty": qty}
     )
     return bars_from_trades(trades, timeframe)
 
@@ -681,29 +674,32 @@ def _round_trips(
     qty = cost = fee_in = 0.0
     value_out = fee_out = qty_out = 0.0
     entry_ts = 0
-    for leg in legs.iter_rows(named=True):
-        got = leg["filled_qty"]
+    first_ts, last_ts = (
+        legs[c].dt.epoch("ns").fill_null(0).to_numpy() for c in ("first_fill_ts", "last_fill_ts")
+    )
+    columns = (legs[c].to_numpy() for c in ("filled_qty", "vwap", "side", "fee"))
+    for got, vwap, side, fee, first, last in zip(*columns, first_ts, last_ts, strict=True):
         if got <= 0:
             continue
-        value = got * leg["vwap"]
-        if leg["side"] > 0:
+        value = got * vwap
+        if side > 0:
             if qty <= 0:
-                entry_ts = _ts_ns(leg["first_fill_ts"])
+                entry_ts = int(first)
             qty += got
             cost += value
-            fee_in += leg["fee"]
-            cash -= value + leg["fee"]
+            fee_in += fee
+            cash -= value + fee
         else:
             qty_out += got
             value_out += value
-            fee_out += leg["fee"]
-            cash += value - leg["fee"]
+            fee_out += fee
+            cash += value - fee
             if qty_out >= qty - 1e-12 * max(1.0, qty):
                 pnl = value_out - fee_out - cost - fee_in
                 rows.append(
                     (
                         entry_ts,
-                        _ts_ns(leg["last_fill_ts"]),
+                        int(last),
                         cost / qty,
                         value_out / qty_out,
                         qty,
@@ -715,13 +711,7 @@ def _round_trips(
                 qty = cost = fee_in = value_out = fee_out = qty_out = 0.0
     held = qty - qty_out
     net_cost = cost + fee_in - (value_out - fee_out)
-    return trades_from_rows(rows), cash, (held, net_cost, entry_ts)
-
-
-def _ts_ns(value: Any) -> int:
-    import polars as pl
-
-    return int(pl.Series([value]).cast(pl.Datetime("ns", "UTC")).dt.epoch("ns")[0])
+    return trades_from_rows(rows), float(cash), (float(held), float(net_cost), entry_ts)
 
 
 def _paper_close(
