@@ -127,6 +127,7 @@ def measure(name: str, repeat: int) -> dict[str, Any]:
         catalog = Catalog(Path(tmp) / "parquet")
         t0 = time.perf_counter()
         got = load_raw([shared_data() / RAW / f for f in files], ImportOptions(symbol=symbol))
+        assert got.book is not None and got.trades is not None
         catalog.write_book(got.book, exchange=exchange, symbol=symbol, source="bench")
         catalog.write_trades(got.trades, exchange=exchange, symbol=symbol, source="bench")
         t_import = time.perf_counter() - t0

@@ -10,7 +10,7 @@ from the rows flagged for the exchange, read at the time the order reaches the e
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ def schedule(bars: pd.DataFrame, p: Any) -> pd.DataFrame:
 def real(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     cat = Catalog(tmp_path_factory.mktemp("hft") / "parquet")
     got = load_raw([shared_data / USDM_BTC], ImportOptions())
+    assert got.book is not None and got.trades is not None
     cat.write_book(got.book, exchange=EXCHANGE, symbol=SYMBOL, source="test")
     cat.write_trades(got.trades, exchange=EXCHANGE, symbol=SYMBOL, source="test")
     return cat
@@ -273,7 +274,8 @@ def test_bars_from_the_events_trades_equal_bars_from_the_catalog_trades(
     from tierline.engines.hft.execution import bars_from_events
 
     def from_catalog(start: int, end: int, tf: str) -> pl.DataFrame:
-        trades = real.read("trades", exchange=EXCHANGE, symbol=SYMBOL, start=start, end=end)
+        lo, hi = (datetime.fromtimestamp(t / 1e9, tz=UTC) for t in (start, end))
+        trades = real.read("trades", exchange=EXCHANGE, symbol=SYMBOL, start=lo, end=hi)
         return bars_from_trades(trades, tf)
 
     lo, hi = events.start_ns, events.end_ns
