@@ -201,17 +201,33 @@ def resolve_bars(
     )
 
 
+#: (path, inode, mtime ns, size) of a book file -> whether its metadata marks it synthetic
+_SYNTHETIC_FLAGS: dict[tuple[str, int, int, int], bool] = {}
+
+
 def _catalog_book_synthetic(catalog: Catalog, exchange: str, symbol: str) -> bool:
-    """Return whether the catalog's book files of a market are marked synthetic."""
+    """Return whether the catalog's book files of a market are marked synthetic.
+
+    Each file's flag is read once per process and version (path, modification time, size).
+    """
     import pyarrow.parquet as pq
 
     for f in catalog.files("book", exchange, symbol):
         try:
-            md = pq.ParquetFile(f).schema_arrow.metadata or {}
-        except Exception as e:  # an unreadable file is reported by the catalog's reader
-            logger.debug("cannot read the metadata of %s: %s", f, e)
+            st = f.stat()
+        except OSError as e:  # a vanished file is reported by the catalog's reader
+            logger.debug("cannot stat %s: %s", f, e)
             continue
-        if md.get(b"tierline.synthetic") == b"true":
+        key = (str(f), st.st_ino, st.st_mtime_ns, st.st_size)
+        flag = _SYNTHETIC_FLAGS.get(key)
+        if flag is None:
+            try:
+                md = pq.ParquetFile(f).schema_arrow.metadata or {}
+            except Exception as e:  # an unreadable file is reported by the catalog's reader
+                logger.debug("cannot read the metadata of %s: %s", f, e)
+                continue
+            flag = _SYNTHETIC_FLAGS[key] = md.get(b"tierline.synthetic") == b"true"
+        if flag:
             return True
     return False
 
@@ -527,7 +543,17 @@ def run_tier3(
     legs, fills = _tables(
         bars, legs_i[:n_legs], legs_f[:n_legs], fills_i[:n_fills], fills_f[:n_fills]
     )
-    trades, cash, (open_qty, open_cost, held_since) = _round_trips(legs, execution.initial_cash)
+    lf_used = legs_f[:n_legs]
+    filled_qty = lf_used[:, 1]
+    trades, cash, (open_qty, open_cost, held_since) = _round_trips(
+        filled_qty,
+        legs["vwap"].to_numpy(),
+        legs_i[:n_legs, 1],
+        lf_used[:, 3],
+        legs_i[:n_legs, 3],
+        legs_i[:n_legs, 4],
+        execution.initial_cash,
+    )
     closes = bars["close"].cast(pl.Float64).to_numpy()
     if last_bar == 0:
         raise DataError("the L2 data ends before the first bar closes: nothing was replayed")
@@ -611,8 +637,9 @@ def _tables(
     last_fill = li[:, 4]
     ttf = np.where(last_fill > 0, (last_fill - li[:, 2]) / 1e9, np.nan)
 
-    def ts_col(values: np.ndarray) -> pl.Series:
-        return pl.Series(values.astype(np.int64)).cast(ts_type)
+    def ts_col(values: np.ndarray, missing: np.ndarray | None = None) -> pl.Series:
+        col = pl.Series(values.astype(np.int64)).cast(ts_type)
+        return col.set(pl.Series(missing), None) if missing is not None and missing.any() else col
 
     legs = pl.DataFrame(
         {
@@ -625,8 +652,8 @@ def _tables(
             "vwap": vwap,
             "assumed_price": assumed,
             "shortfall_bps": shortfall,
-            "first_fill_ts": ts_col(np.where(li[:, 3] > 0, li[:, 3], 0)),
-            "last_fill_ts": ts_col(np.where(last_fill > 0, last_fill, 0)),
+            "first_fill_ts": ts_col(np.where(li[:, 3] > 0, li[:, 3], 0), ~(filled > 0)),
+            "last_fill_ts": ts_col(np.where(last_fill > 0, last_fill, 0), ~(filled > 0)),
             "time_to_fill_s": ttf,
             "maker_qty": lf[:, 4],
             "fee": lf[:, 3],
@@ -635,9 +662,6 @@ def _tables(
             "ask": lf[:, 6],
             "forced": forced,
         }
-    ).with_columns(
-        pl.when(pl.col("filled_qty") > 0).then(pl.col(c)).otherwise(None).alias(c)
-        for c in ("first_fill_ts", "last_fill_ts")
     )
     fill_side = side[fi[:, 0]] if len(fi) else np.zeros(0, dtype=np.int64)
     fills = pl.DataFrame(
@@ -658,9 +682,18 @@ def _tables(
 
 
 def _round_trips(
-    legs: pl.DataFrame, initial_cash: float
+    filled: np.ndarray,
+    vwaps: np.ndarray,
+    sides: np.ndarray,
+    fees: np.ndarray,
+    first_ts: np.ndarray,
+    last_ts: np.ndarray,
+    initial_cash: float,
 ) -> tuple[pl.DataFrame, float, tuple[float, float, int]]:
     """Return (trades table, final cash, (qty still held, its net cost, entry time)).
+
+    The arguments are the leg table's columns ``filled_qty, vwap, side, fee`` and the legs'
+    first and last fill times (epoch ns), as NumPy arrays in leg order.
 
     A trade opens with an entry leg's fills and closes when exit fills bring the position
     back to zero: entry/exit price = the legs' VWAPs, qty = the entry quantity, fees = every
@@ -674,11 +707,8 @@ def _round_trips(
     qty = cost = fee_in = 0.0
     value_out = fee_out = qty_out = 0.0
     entry_ts = 0
-    first_ts, last_ts = (
-        legs[c].dt.epoch("ns").fill_null(0).to_numpy() for c in ("first_fill_ts", "last_fill_ts")
-    )
-    columns = (legs[c].to_numpy() for c in ("filled_qty", "vwap", "side", "fee"))
-    for got, vwap, side, fee, first, last in zip(*columns, first_ts, last_ts, strict=True):
+    columns = (c.tolist() for c in (filled, vwaps, sides, fees, first_ts, last_ts))
+    for got, vwap, side, fee, first, last in zip(*columns, strict=True):
         if got <= 0:
             continue
         value = got * vwap
