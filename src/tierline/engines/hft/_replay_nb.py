@@ -43,6 +43,7 @@ __all__ = [
     "STYLE_PASSIVE",
     "STYLE_TAKER",
     "replay_nb",
+    "trade_bars_nb",
     "trade_rows_nb",
 ]
 
@@ -87,6 +88,105 @@ def trade_rows_nb(flags, exch_ts, px, qty, lo, hi):  # type: ignore[no-untyped-d
                 qty_out[k] = qty[i]
                 k += 1
     return ts_out[:k].copy(), px_out[:k].copy(), qty_out[:k].copy()
+
+
+_BLOCK = 128  # polars' pairwise-summation block (polars-compute float_sum)
+_LANES = 16  # polars' SIMD stripe within a block
+
+
+@njit(cache=True)
+def _block_sum(a, s, lanes):  # type: ignore[no-untyped-def]
+    """Sum ``a[s:s+128]`` as polars does: 16 lanes over 8 stripes, then halving the lanes."""
+    for j in range(_LANES):
+        lanes[j] = 0.0
+    for b in range(s, s + _BLOCK, _LANES):
+        for j in range(_LANES):
+            lanes[j] = lanes[j] + a[b + j]
+    w = _LANES
+    while w > 1:
+        w //= 2
+        for j in range(w):
+            lanes[j] = lanes[j] + lanes[j + w]
+    return lanes[0]
+
+
+@njit(cache=True)
+def _pairwise_sum(a, s, blocks, lanes):  # type: ignore[no-untyped-def]
+    """Sum ``blocks`` whole blocks from ``a[s]`` pairwise, halving the block count as polars."""
+    if blocks == 1:
+        return _block_sum(a, s, lanes)
+    first = blocks // 2
+    left = _pairwise_sum(a, s, first, lanes)
+    return left + _pairwise_sum(a, s + first * _BLOCK, blocks - first, lanes)
+
+
+@njit(cache=True)
+def _polars_sum(a, s, e, lanes):  # type: ignore[no-untyped-def]
+    """Sum ``a[s:e]`` in polars' order (the leading ``len % 128`` values sequentially, the rest
+    pairwise by blocks of 128), so float sums equal polars' ``sum`` bit for bit."""
+    rem = (e - s) % _BLOCK
+    rest = 0.0
+    for i in range(s, s + rem):
+        rest += a[i]
+    blocks = (e - s) // _BLOCK
+    main = _pairwise_sum(a, s + rem, blocks, lanes) if blocks else 0.0
+    return rest + main
+
+
+@njit(cache=True)
+def trade_bars_nb(flags, exch_ts, px, qty, lo, hi, tf_ns):  # type: ignore[no-untyped-def]
+    """Return OHLCV bars of the trade events flagged for the exchange in ``[lo, hi)``.
+
+    The trades as `trade_rows_nb` picks them, bucketed as `tierline.data.resample.bars_from_trades`
+    does: buckets ``[k * tf_ns, (k + 1) * tf_ns)`` stamped at their open, open = first price,
+    close = last, volume summed in polars' order; buckets without a trade give no bar, and
+    only buckets lying within [first trade, last trade] are kept.
+
+    Returns
+    -------
+    tuple
+        ``(n_trades, ordered, ts, open, high, low, close, volume)``; ``ordered`` False (the
+        trades' times decrease somewhere) means no bars were built: sort first, as polars does.
+    """
+    ts, p, q = trade_rows_nb(flags, exch_ts, px, qty, lo, hi)
+    n = ts.shape[0]
+    b_ts = np.empty(n, dtype=np.int64)
+    b_o = np.empty(n, dtype=np.float64)
+    b_h = np.empty(n, dtype=np.float64)
+    b_l = np.empty(n, dtype=np.float64)
+    b_c = np.empty(n, dtype=np.float64)
+    b_v = np.empty(n, dtype=np.float64)
+    if n == 0:
+        return 0, True, b_ts, b_o, b_h, b_l, b_c, b_v
+    for i in range(1, n):
+        if ts[i] < ts[i - 1]:
+            return n, False, b_ts[:0], b_o[:0], b_h[:0], b_l[:0], b_c[:0], b_v[:0]
+    first, last = ts[0], ts[n - 1]
+    lanes = np.empty(_LANES, dtype=np.float64)
+    k = 0
+    i = 0
+    while i < n:
+        bucket = ts[i] - ts[i] % tf_ns
+        end = bucket + tf_ns
+        j = i
+        hi_p = p[i]
+        lo_p = p[i]
+        while j < n and ts[j] < end:
+            if p[j] > hi_p:
+                hi_p = p[j]
+            if p[j] < lo_p:
+                lo_p = p[j]
+            j += 1
+        if bucket >= first and end <= last:
+            b_ts[k] = bucket
+            b_o[k] = p[i]
+            b_h[k] = hi_p
+            b_l[k] = lo_p
+            b_c[k] = p[j - 1]
+            b_v[k] = _polars_sum(q, i, j, lanes)
+            k += 1
+        i = j
+    return n, True, b_ts[:k], b_o[:k], b_h[:k], b_l[:k], b_c[:k], b_v[:k]
 
 
 @njit

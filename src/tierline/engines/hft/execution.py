@@ -291,12 +291,31 @@ def bars_from_events(
     """
     import polars as pl
 
+    from tierline.data.market import timeframe_ns
     from tierline.data.resample import bars_from_trades
-    from tierline.engines.hft._replay_nb import trade_rows_nb
+    from tierline.engines.hft._replay_nb import trade_bars_nb, trade_rows_nb
 
     ev = events.events
     lo = _to_ns(start) if start is not None else int(events.start_ns)
     hi = _to_ns(end) if end is not None else int(events.end_ns)
+    tf_ns = timeframe_ns(timeframe)
+    if timeframe[-1] in "smh":  # epoch-aligned buckets in polars (days/weeks: polars below)
+        n, ordered, b_ts, o, h, low, c, v = trade_bars_nb(
+            ev["ev"], ev["exch_ts"], ev["px"], ev["qty"], lo, hi, tf_ns
+        )
+        if not n:
+            return None
+        if ordered:  # one numba pass; equal to bars_from_trades (volume in polars' order)
+            return pl.DataFrame(
+                [
+                    pl.Series("ts", b_ts.copy()).cast(pl.Datetime("ns", "UTC")),
+                    pl.Series("open", o.copy()),
+                    pl.Series("high", h.copy()),
+                    pl.Series("low", low.copy()),
+                    pl.Series("close", c.copy()),
+                    pl.Series("volume", v.copy()),
+                ]
+            )
     ts, px, qty = trade_rows_nb(ev["ev"], ev["exch_ts"], ev["px"], ev["qty"], lo, hi)
     if not len(ts):
         return None
